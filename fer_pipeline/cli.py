@@ -1,0 +1,232 @@
+"""``fer-pipeline``: the command line. Thin: it parses options, configures logging and calls the flow or library."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Per-viewer, per-second emotion timelines and engagement reports from recordings of "
+                       "audiences (webcam viewers or a room camera).")
+console = Console(stderr=True)
+logger = logging.getLogger("fer_pipeline.cli")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("prefect", "distributed", "httpx", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+
+
+def _load_cfg(config: Optional[Path], **overrides):
+    from fer_pipeline.config import PipelineConfig
+
+    try:
+        return PipelineConfig.load(config, {k: v for k, v in overrides.items() if v is not None})
+    except Exception as e:  # noqa: BLE001 - a bad config is a one-line error for the user
+        console.print(f"[red]error:[/red] invalid configuration: {' '.join(str(e).split())[:500]}")
+        raise typer.Exit(2) from e
+
+
+def _summary(results: list[dict]) -> Table:
+    t = Table(title="fer-pipeline run")
+    for c in ("video_id", "status", "duration s", "tracks", "faces", "x real time", "error"):
+        t.add_column(c, overflow="fold")
+    for r in results:
+        dur, proc = r.get("duration_s"), r.get("processing_s")
+        speed = f"{dur / proc:.1f}" if dur and proc and r["status"] == "ok" else ""
+        color = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(r["status"], "")
+        t.add_row(r["video_id"], f"[{color}]{r['status']}[/{color}]", f"{dur:.1f}" if dur else "",
+                  str(r.get("tracks") or 0), str(r.get("faces_detected") or 0), speed, r.get("error") or "")
+    return t
+
+
+@app.command()
+def analyze(
+    paths: list[Path] = typer.Argument(..., help="video files and/or folders (scanned recursively)"),
+    out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder for Parquet tables and reports"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline YAML (see configs/pipeline.yaml)"),
+    sample_fps: Optional[float] = typer.Option(None, help="frames analysed per second of video [default: 5]"),
+    model: Optional[Path] = typer.Option(None, help="emotion model .onnx (card beside it)"),
+    detector: Optional[str] = typer.Option(None, help="centerface (default) or insightface"),
+    force: bool = typer.Option(False, "--force", help="re-analyse videos already done"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip HTML reports"),
+    dask_address: Optional[str] = typer.Option(None, help="run on an existing Dask cluster (tcp://host:8786)"),
+    dask_workers: int = typer.Option(0, help="start a local Dask cluster with this many workers (0 = no Dask)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Analyse recordings into OUT/{faces,timeline,audience,videos} (Parquet) and OUT/reports/*.html.
+
+    Videos already analysed with the same model are skipped unless --force. Exit code 1 when any file failed.
+    """
+    _setup_logging(verbose)
+    cfg = _load_cfg(config, **{"decode.sample_fps": sample_fps, "classify.model": model,
+                               "detect.backend": detector, "output.reports": False if no_report else None})
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fer_pipeline.pipeline import list_videos
+    from flows.analyze import run_analyze
+
+    videos = list_videos(paths)
+    if not videos:
+        console.print(f"[red]error:[/red] no video files found in {', '.join(map(str, paths))}")
+        raise typer.Exit(2)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[t]}"),
+                        TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal)
+    bars: dict[str, int] = {}
+
+    def on_progress(path: str, t: float) -> None:
+        if path not in bars:
+            from fer_pipeline.decode import probe
+
+            try:
+                total = probe(path).duration_s
+            except Exception:  # noqa: BLE001 - only for the bar's length
+                total = None
+            bars[path] = progress.add_task(Path(path).name[:40], total=total, t="")
+        progress.update(bars[path], completed=t, t=f"{t:.0f} s")
+
+    with progress:
+        results = run_analyze([str(v) for v in videos], str(out), cfg, force=force, dask_address=dask_address,
+                              dask_workers=dask_workers, progress=on_progress)
+        for tid in bars.values():
+            task = progress.tasks[tid]
+            progress.update(tid, completed=task.total or task.completed)
+    Console().print(_summary(results))
+    failed = [r for r in results if r["status"] == "failed"]
+    index = out / "index.html"
+    if index.is_file():
+        console.print(f"reports: {index.resolve()}")
+    console.print(f"tables: {out.resolve()}/{{faces,timeline,audience,videos}} "
+                  f"({len(results) - len(failed)} ok/skipped, {len(failed)} failed)")
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def serve(
+    folder: Path = typer.Argument(..., help="folder to watch for new recordings"),
+    out: Path = typer.Option(Path("out"), "--out", "-o"),
+    interval: Optional[float] = typer.Option(None, help="re-scan every this many seconds"),
+    cron: Optional[str] = typer.Option(None, help="re-scan on this cron schedule, e.g. '*/15 * * * *'"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    name: str = typer.Option("fer-pipeline-watch", help="deployment name"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Serve a Prefect deployment that re-scans FOLDER on a schedule and analyses only new recordings."""
+    _setup_logging(verbose)
+    if (interval is None) == (cron is None):
+        console.print("[red]error:[/red] give exactly one of --interval SECONDS or --cron EXPR")
+        raise typer.Exit(2)
+    if not folder.is_dir():
+        console.print(f"[red]error:[/red] not a folder: {folder}")
+        raise typer.Exit(2)
+    cfg = _load_cfg(config)
+    from flows.analyze import serve_folder
+
+    serve_folder(str(folder), str(out), cfg, interval_s=interval, cron=cron, name=name)
+
+
+@app.command()
+def report(out: Path = typer.Argument(..., help="output folder of an earlier `analyze` run"),
+           model: Optional[Path] = typer.Option(None, help="model card source (.onnx) [default: configured model]"),
+           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+    """Re-render every report and the index from the Parquet tables alone (no video needed)."""
+    _setup_logging(verbose)
+    from fer_pipeline.config import PipelineConfig
+    from fer_pipeline.report import render_all
+
+    if not (out / "videos").is_dir():
+        console.print(f"[red]error:[/red] no `videos` table in {out}: run `fer-pipeline analyze` first")
+        raise typer.Exit(2)
+    card_path = Path(model or PipelineConfig().classify.model).with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.is_file() else None
+    paths = render_all(out, model_card=card)
+    console.print(f"rendered {len(paths)} files; index: {(out / 'index.html').resolve()}")
+
+
+@app.command()
+def train(config: Path = typer.Option(..., "--config", "-c", help="recipe, e.g. configs/train/fer2013_vgg.yaml"),
+          set_: list[str] = typer.Option([], "--set", help="override a recipe key, e.g. --set optim.epochs=5"),
+          verbose: bool = typer.Option(True, "--verbose/--quiet")) -> None:
+    """Train an emotion model (PyTorch Lightning; needs the `train` extra). Resumes from OUT_DIR/last.ckpt."""
+    _setup_logging(verbose)
+    try:
+        from fer_pipeline.training.train import TrainConfig, train as run_train
+    except ImportError as e:
+        console.print(f"[red]error:[/red] training needs the `train` extra (pip install -e '.[train]'): {e}")
+        raise typer.Exit(2) from e
+    import yaml
+
+    overrides = {}
+    for s in set_:
+        k, _, v = s.partition("=")
+        overrides[k] = yaml.safe_load(v)
+    cfg = TrainConfig.from_yaml(config, overrides)
+    metrics = run_train(cfg)
+    Console().print_json(json.dumps({"val": _brief(metrics["val"]), "test": _brief(metrics["test"])}))
+
+
+def _brief(m: dict) -> dict:
+    return {"accuracy": round(m["accuracy"], 4), "macro_f1": round(m["macro_f1"], 4), "n": m["n"]}
+
+
+@app.command()
+def evaluate(
+    path: Path = typer.Argument(..., help="FER2013 zip/folder, FER+ zip/folder, or an ImageFolder of photos"),
+    model: Optional[Path] = typer.Option(None, help="emotion model .onnx [default: the shipped model]"),
+    split: Optional[str] = typer.Option(None, help="FER2013: train|public-test|private-test; FER+: "
+                                                   "train|valid|test"),
+    detect: bool = typer.Option(False, "--detect", help="photos: detect and align the face first"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    out: Optional[Path] = typer.Option(None, help="write confusion.png and metrics.json here"),
+) -> None:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and confusion matrix of the emotion model."""
+    _setup_logging(False)
+    from fer_pipeline.config import PipelineConfig
+    from fer_pipeline.evaluate import confusion_png, evaluate_path
+
+    if not path.exists():
+        console.print(f"[red]error:[/red] not found: {path}")
+        raise typer.Exit(2)
+    try:
+        res = evaluate_path(path, model or PipelineConfig().classify.model, split, detect)
+    except (ValueError, OSError) as e:
+        console.print(f"[red]error:[/red] {' '.join(str(e).split())}")
+        raise typer.Exit(2) from e
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(res, indent=2))
+        confusion_png(res, out / "confusion.png")
+    if as_json:
+        sys.stdout.write(json.dumps({k: res[k] for k in ("accuracy", "macro_f1", "n", "labels", "per_class",
+                                                         "confusion")}) + "\n")
+        return
+    c = Console()
+    c.print(f"{res['dataset']} {res['split'] or ''}  n={res['n']}  accuracy {res['accuracy']:.4f}  "
+            f"macro-F1 {res['macro_f1']:.4f}" + (f"  (no face found: {res['n_no_face']})" if res["n_no_face"] else ""))
+    t = Table("label", "precision", "recall", "F1", "support")
+    for lab, m in res["per_class"].items():
+        t.add_row(lab, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
+    c.print(t)
+    cm = Table("true \\ pred", *[lab[:5] for lab in res["labels"]])
+    for lab, row in zip(res["labels"], res["confusion"]):
+        cm.add_row(lab, *map(str, row))
+    c.print(cm)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

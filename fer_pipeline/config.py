@@ -1,0 +1,112 @@
+"""The pipeline's one configuration object (pydantic), loaded from YAML and overridable from the CLI.
+
+Every default lives here; ``configs/pipeline.yaml`` repeats them for users to copy and edit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO_ROOT / "models" / "emotion-fer2013-vgg.onnx"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DecodeConfig(_Section):
+    backend: Literal["decord", "pyav"] = Field("decord", description="video decoder")
+    sample_fps: float = Field(5.0, gt=0, description="frames analysed per second of video (Hz)")
+    batch_size: int = Field(16, ge=1, description="sampled frames per batch; bounds memory")
+
+
+class DetectConfig(_Section):
+    backend: Literal["centerface", "insightface"] = "centerface"
+    score_threshold: float = Field(0.35, ge=0, le=1, description="keep detections at or above this score; "
+                                   "scores between this and track.high_conf_threshold only extend existing tracks")
+    nms_iou: float = Field(0.4, ge=0, le=1)
+    input_max_side: int = Field(640, ge=64, description="frames are downscaled so their long side is at most this "
+                                "(pixels) before detection")
+    min_face_px: int = Field(20, ge=0, description="drop faces whose box is smaller (short side, pixels)")
+    model_path: Path | None = Field(None, description="insightface: a det_*.onnx file (SCRFD/RetinaFace)")
+    pack: str | None = Field(None, description="insightface: model pack name under `root`, e.g. buffalo_l")
+    root: Path = Field(Path("~/.insightface/models"), description="insightface: folder holding model packs")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime's choice)")
+
+
+class TrackConfig(_Section):
+    tracker: Literal["bytetrack"] = "bytetrack"
+    high_conf_threshold: float = Field(0.6, ge=0, le=1, description="ByteTrack first-stage threshold")
+    activation_threshold: float = Field(0.6, ge=0, le=1, description="minimum score to start a track")
+    min_iou: float = Field(0.1, ge=0, le=1, description="minimum IoU to associate a face with a track")
+    max_lost_s: float = Field(1.0, ge=0, description="seconds a lost track is kept for re-association")
+    min_track_s: float = Field(1.0, ge=0, description="tracks spanning less than this many seconds are dropped "
+                               "as noise")
+
+
+class ClassifyConfig(_Section):
+    model: Path = Field(DEFAULT_MODEL, description="emotion model (.onnx with its .json card beside it)")
+    batch_size: int = Field(128, ge=1, description="faces per inference call")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when onnxruntime has it")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime's choice)")
+
+    @field_validator("model")
+    @classmethod
+    def _resolve_model(cls, v: Path) -> Path:
+        """A relative path is taken from the working directory, else from the project root (``models/...``)."""
+        v = Path(v).expanduser()
+        if not v.is_absolute() and not v.exists() and (REPO_ROOT / v).exists():
+            return REPO_ROOT / v
+        return v
+
+
+class OutputConfig(_Section):
+    thumbnails: bool = Field(True, description="save face and moment thumbnails (JPEG) for the reports")
+    reports: bool = Field(True, description="render HTML reports after analysis")
+
+
+class PipelineConfig(_Section):
+    """All pipeline settings. ``PipelineConfig()`` is the documented default."""
+
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
+    classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict | None = None) -> "PipelineConfig":
+        """Load a YAML file (or the defaults when ``path`` is None) and apply dotted overrides.
+
+        Args:
+            path: YAML file with any subset of the sections above.
+            overrides: e.g. ``{"decode.sample_fps": 2}``.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            pydantic.ValidationError: unknown key or bad value (the message names it).
+        """
+        raw: dict = {}
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise FileNotFoundError(f"config file not found: {p}")
+            raw = yaml.safe_load(p.read_text()) or {}
+        for dotted, value in (overrides or {}).items():
+            if value is None:
+                continue
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return cls.model_validate(raw)
+
+    def fingerprint(self) -> dict:
+        """The settings that change results (for caching and the ``videos`` table)."""
+        return self.model_dump(mode="json", exclude={"output"})

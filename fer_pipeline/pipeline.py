@@ -1,0 +1,357 @@
+"""One video through every stage: decode -> detect -> track -> align + classify -> aggregate -> store.
+
+:func:`analyze_video` is the library entry point the Prefect flow and the CLI call. It never lets one bad file stop a
+batch: any failure becomes a ``failed`` row in ``videos`` with a one-line reason, and nothing else of that video is
+written. Memory is bounded by the batch of sampled frames plus the (small) per-face rows, not by the video length.
+
+Decoding runs in a background thread one batch ahead (decoders and onnxruntime release the GIL), so decode overlaps
+detection and classification on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from fer_pipeline import __version__
+from fer_pipeline.aggregate import audience, prob_columns, timeline
+from fer_pipeline.align import align_faces
+from fer_pipeline.config import PipelineConfig
+from fer_pipeline.fileutil import atomic_write_bytes, sha256_file
+from fer_pipeline.store import VideoWriter, make_video_id, read_video_row
+from fer_pipeline.track import build_tracker, short_tracks
+from fer_pipeline.types import Faces, FrameBatch
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
+
+
+@dataclass
+class Models:
+    """Loaded detector and emotion model, built once and shared by all videos of a worker."""
+
+    detector: object
+    emotion: object
+    detector_name: str
+
+    @classmethod
+    def load(cls, cfg: PipelineConfig) -> "Models":
+        """Build the configured detector and emotion model.
+
+        Raises:
+            fer_pipeline.detect.DetectorError: detector weights missing.
+            fer_pipeline.classify.ModelError: emotion model or card missing or altered.
+        """
+        from fer_pipeline.classify import EmotionModel
+        from fer_pipeline.detect import build_detector
+
+        d = cfg.detect
+        kwargs = dict(score_threshold=d.score_threshold, nms_iou=d.nms_iou, min_face_px=d.min_face_px)
+        if d.backend == "centerface":
+            kwargs.update(input_max_side=d.input_max_side, threads=d.threads)
+        else:
+            kwargs.update(model_path=d.model_path, pack=d.pack, root=Path(d.root).expanduser())
+        detector = build_detector(d.backend, **kwargs)
+        emotion = EmotionModel(cfg.classify.model, cfg.classify.batch_size, cfg.classify.device, cfg.classify.threads)
+        return cls(detector, emotion, d.backend)
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage (wall clock, summed over batches)."""
+
+    decode: float = 0.0
+    detect: float = 0.0
+    track: float = 0.0
+    classify: float = 0.0
+    aggregate: float = 0.0
+    write: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 3) for k, v in vars(self).items() if k != "extra"}
+
+
+def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 2) -> Iterator[FrameBatch]:
+    """Run ``it`` in a thread, ``depth`` batches ahead; re-raise its exception in the caller."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            t = time.perf_counter()
+            for batch in it:
+                times.decode += time.perf_counter() - t
+                while not stop.is_set():
+                    try:
+                        q.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+                t = time.perf_counter()
+            q.put(done)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            q.put(e)
+
+    th = threading.Thread(target=worker, name="decode", daemon=True)
+    th.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        th.join(timeout=5)
+
+
+def _jpeg(img: np.ndarray, max_side: int, quality: int = 80) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(img)
+    im.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def moment_seconds(au: pd.DataFrame, k: int = 3) -> list[int]:
+    """Seconds worth a thumbnail in the report: the ``k`` highest and ``k`` lowest audience valence (seconds with
+    viewers), and second 0."""
+    seen = au[au["viewers"] > 0]
+    secs = {0}
+    if len(seen):
+        secs |= set(seen.nlargest(k, "valence")["second"].tolist()) | set(seen.nsmallest(k, "valence")["second"].tolist())
+    return sorted(int(s) for s in secs)
+
+
+def list_videos(paths: list[str | Path]) -> list[Path]:
+    """Expand files and folders into a sorted list of input files.
+
+    Folders are scanned recursively for files with a video extension (see ``VIDEO_EXTENSIONS``); files named
+    explicitly are kept whatever their extension (so a bad file given by name gets a ``failed`` row), and so are
+    missing paths (they fail cleanly later). Hidden files are skipped in folders.
+    """
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+                          and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        else:
+            out.append(p)
+    seen: set[Path] = set()
+    uniq = []
+    for f in out:
+        key = f.absolute()
+        if key not in seen:
+            seen.add(key)
+            uniq.append(f)
+    return uniq
+
+
+def _one_line(e: BaseException) -> str:
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
+def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | None = None,
+                  models: Models | None = None, force: bool = False,
+                  progress: Callable[[float], None] | None = None) -> dict:
+    """Analyse one recording and write its rows into the four datasets under ``out_dir``.
+
+    Args:
+        path: the video file.
+        out_dir: output folder (see :mod:`fer_pipeline.store`).
+        cfg: settings (defaults when None).
+        models: loaded models to reuse (built from ``cfg`` when None).
+        force: re-analyse even when ``videos`` already holds an ``ok`` row for this file content and model.
+        progress: called with the video time reached (seconds) after each batch.
+
+    Returns:
+        The ``videos`` row written (dict; ``status`` is ``ok``, ``failed`` or ``skipped``) plus ``stage_s`` (seconds
+        per stage) and ``video_id``. Never raises for a bad input file: the reason is in ``error``.
+    """
+    cfg = cfg or PipelineConfig()
+    out_dir = Path(out_dir)
+    path = Path(path)
+    t0 = time.perf_counter()
+    created = dt.datetime.now(dt.timezone.utc)
+    try:
+        sha = sha256_file(path) if path.is_file() else None
+    except OSError:
+        sha = None
+    video_id = make_video_id(path, sha)
+    row = {"path": str(path), "sha256": sha, "status": "failed", "error": None, "duration_s": None, "fps": None,
+           "width": None, "height": None, "frames_sampled": 0, "faces_detected": 0, "tracks": 0,
+           "processing_s": None, "emotion_model": None, "detector": cfg.detect.backend,
+           "pipeline_version": __version__, "created_at": created}
+    times = StageTimes()
+    try:
+        models = models or Models.load(cfg)
+        row["emotion_model"] = f"{models.emotion.spec.name}@{models.emotion.spec.sha256[:12]}"
+        prev = read_video_row(out_dir, video_id)
+        if (not force and prev is not None and prev.get("status") == "ok"
+                and prev.get("emotion_model") == row["emotion_model"]):
+            logger.info("skip %s: already analysed (video_id %s)", path, video_id)
+            return {**prev, "status": "skipped", "video_id": video_id, "stage_s": times.as_dict()}
+        result = _run(path, out_dir, video_id, cfg, models, row, times, progress)
+        return result
+    except Exception as e:  # noqa: BLE001 - every failure of one file becomes its failed row
+        from fer_pipeline.decode import VideoError
+
+        if not isinstance(e, (VideoError, OSError, ValueError)):
+            logger.exception("unexpected error on %s", path)
+        else:
+            logger.warning("failed %s: %s", path, _one_line(e))
+        row.update(status="failed", error=_one_line(e), processing_s=time.perf_counter() - t0)
+        labels = models.emotion.labels if models is not None else ()
+        w = VideoWriter(out_dir, video_id, labels, {"pipeline_version": __version__})
+        w.commit(row)
+        return {**row, "video_id": video_id, "stage_s": times.as_dict()}
+
+
+def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: Models, row: dict,
+         times: StageTimes, progress) -> dict:
+    from fer_pipeline.decode import VideoError, iter_batches, probe
+
+    t_start = time.perf_counter()
+    meta = probe(path)
+    row.update(duration_s=meta.duration_s, fps=meta.fps, width=meta.width, height=meta.height)
+    labels = models.emotion.labels
+    tracker = build_tracker(cfg.track.tracker, high_conf_threshold=cfg.track.high_conf_threshold,
+                            activation_threshold=cfg.track.activation_threshold, min_iou=cfg.track.min_iou,
+                            max_lost_s=cfg.track.max_lost_s)
+    template = models.emotion.spec.template
+    hw = tuple(models.emotion.spec.input_hw)
+    gray = models.emotion.spec.color == "gray"
+    thumbs = cfg.output.thumbnails
+
+    face_parts: list[dict] = []
+    second_thumbs: dict[int, bytes] = {}
+    track_best: dict[int, tuple[float, bytes]] = {}
+    frames_sampled = 0
+    for batch in _prefetch(iter_batches(path, cfg.decode.sample_fps, cfg.decode.batch_size, cfg.decode.backend),
+                           times):
+        frames_sampled += len(batch)
+        t = time.perf_counter()
+        dets = models.detector.detect_batch(batch.frames)
+        times.detect += time.perf_counter() - t
+
+        t = time.perf_counter()
+        tracked = [tracker.update(f, float(ts)) for f, ts in zip(dets, batch.timestamp_s)]
+        times.track += time.perf_counter() - t
+
+        t = time.perf_counter()
+        crops, owners = [], []
+        for i, faces in enumerate(tracked):
+            if len(faces):
+                crops.append(align_faces(batch.frames[i], faces.landmarks, template, hw, gray))
+                owners.append(np.full(len(faces), i))
+        if crops:
+            all_faces = Faces.concat([f for f in tracked if len(f)])
+            probs = models.emotion.predict(np.concatenate(crops))
+            owner = np.concatenate(owners)
+            face_parts.append({
+                "frame_index": batch.frame_index[owner], "timestamp_s": batch.timestamp_s[owner],
+                "track_id": all_faces.track_id, "xyxy": all_faces.xyxy, "det_score": all_faces.scores,
+                "probs": probs,
+            })
+        times.classify += time.perf_counter() - t
+
+        if thumbs:
+            t = time.perf_counter()
+            for i, ts in enumerate(batch.timestamp_s):
+                sec = int(np.floor(ts))
+                if sec not in second_thumbs:
+                    second_thumbs[sec] = _jpeg(batch.frames[i], 240, 70)
+            for i, faces in enumerate(tracked):
+                for k in range(len(faces)):
+                    tid = int(faces.track_id[k])
+                    x1, y1, x2, y2 = faces.xyxy[k]
+                    size = float((x2 - x1) * (y2 - y1)) * float(faces.scores[k])
+                    if tid not in track_best or size > track_best[tid][0] * 1.2:
+                        pad = 0.25 * (x2 - x1)
+                        fr = batch.frames[i]
+                        crop = fr[max(0, int(y1 - pad)):int(y2 + pad), max(0, int(x1 - pad)):int(x2 + pad)]
+                        if crop.size:
+                            track_best[tid] = (size, _jpeg(crop, 128, 85))
+            times.extra["thumbnails"] = times.extra.get("thumbnails", 0.0) + time.perf_counter() - t
+        if progress is not None:
+            progress(float(batch.timestamp_s[-1]))
+    if frames_sampled == 0:
+        raise VideoError(f"no frames could be decoded: {path}")
+
+    t = time.perf_counter()
+    pcols = prob_columns(labels)
+    if face_parts:
+        cat = {k: np.concatenate([p[k] for p in face_parts]) for k in face_parts[0]}
+        faces_df = pd.DataFrame({"frame_index": cat["frame_index"].astype(np.int64),
+                                 "timestamp_s": cat["timestamp_s"].astype(np.float64),
+                                 "track_id": cat["track_id"].astype(np.int64),
+                                 "x1": cat["xyxy"][:, 0], "y1": cat["xyxy"][:, 1],
+                                 "x2": cat["xyxy"][:, 2], "y2": cat["xyxy"][:, 3],
+                                 "det_score": cat["det_score"]})
+        for j, c in enumerate(pcols):
+            faces_df[c] = cat["probs"][:, j]
+        faces_df["emotion"] = np.asarray(labels, dtype=object)[cat["probs"].argmax(1)]
+        drop = short_tracks(faces_df["track_id"].to_numpy(), faces_df["timestamp_s"].to_numpy(),
+                            cfg.track.min_track_s, 1.0 / cfg.decode.sample_fps)
+        faces_df = faces_df[~faces_df["track_id"].isin(drop)].reset_index(drop=True)
+        # renumber tracks 1..K in order of first appearance: readable ids, stable for the same input
+        first = faces_df.groupby("track_id")["timestamp_s"].min().sort_values(kind="stable")
+        mapping = {old: new for new, old in enumerate(first.index, start=1)}
+        track_best = {mapping[k]: v for k, v in track_best.items() if k in mapping}
+        faces_df["track_id"] = faces_df["track_id"].map(mapping).astype(np.int64)
+    else:
+        faces_df = pd.DataFrame({c: pd.Series(dtype=d) for c, d in [
+            ("frame_index", np.int64), ("timestamp_s", np.float64), ("track_id", np.int64), ("x1", np.float32),
+            ("y1", np.float32), ("x2", np.float32), ("y2", np.float32), ("det_score", np.float32)]})
+        for c in pcols:
+            faces_df[c] = pd.Series(dtype=np.float32)
+        faces_df["emotion"] = pd.Series(dtype=object)
+        track_best = {}
+    tl = timeline(faces_df, labels)
+    au = audience(tl, labels, meta.duration_s)
+    times.aggregate += time.perf_counter() - t
+
+    t = time.perf_counter()
+    writer = VideoWriter(out_dir, video_id, labels, {
+        "emotion_model_sha256": models.emotion.spec.sha256, "pipeline_version": __version__, "video_id": video_id})
+    try:
+        writer.write("faces", faces_df)
+        writer.write("timeline", tl)
+        writer.write("audience", au)
+        if thumbs:
+            tdir = out_dir / "reports" / "thumbs" / video_id
+            for tid, (_, jpg) in track_best.items():
+                atomic_write_bytes(tdir / f"track-{tid}.jpg", jpg)
+            for sec in moment_seconds(au):
+                if sec in second_thumbs:
+                    atomic_write_bytes(tdir / f"second-{sec}.jpg", second_thumbs[sec])
+        row.update(status="ok", error=None, frames_sampled=frames_sampled, faces_detected=int(len(faces_df)),
+                   tracks=int(faces_df["track_id"].nunique()), processing_s=time.perf_counter() - t_start)
+        writer.commit(row)
+    except BaseException:
+        writer.abort()
+        raise
+    times.write += time.perf_counter() - t
+    logger.info("%s: %d frames, %d faces, %d tracks in %.1f s", path.name, frames_sampled, len(faces_df),
+                row["tracks"], row["processing_s"])
+    return {**row, "video_id": video_id, "stage_s": times.as_dict()}

@@ -1,0 +1,195 @@
+"""Storage: the four output tables as Hive-partitioned Parquet datasets under the output folder.
+
+Layout: ``OUT/<table>/video_id=<video_id>/part-0.parquet`` for tables ``faces``, ``timeline``, ``audience``,
+``videos``, so ``pandas.read_parquet("OUT/timeline")`` returns every video with ``video_id`` as a column. Schemas are
+declared up front from the model's labels (ARCHITECTURE.md); a table whose columns differ raises ``ValueError``.
+
+Atomicity: each file is written to a temporary name in a staging folder on the same file system and renamed into
+place; a video's ``videos`` row is written last, so a video counts as done only once all its tables are complete.
+Readers never see a half-written file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+logger = logging.getLogger(__name__)
+
+TABLES = ("faces", "timeline", "audience", "videos")
+
+
+def faces_schema(labels) -> pa.Schema:
+    """Schema of ``faces`` (without the ``video_id`` partition column)."""
+    return pa.schema([("frame_index", pa.int64()), ("timestamp_s", pa.float64()), ("track_id", pa.int64()),
+                      ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32()),
+                      ("det_score", pa.float32()), *[(f"p_{lab}", pa.float32()) for lab in labels],
+                      ("emotion", pa.string())])
+
+
+def timeline_schema(labels) -> pa.Schema:
+    """Schema of ``timeline`` (without ``video_id``)."""
+    return pa.schema([("track_id", pa.int64()), ("second", pa.int64()), ("n_samples", pa.int64()),
+                      *[(f"p_{lab}", pa.float32()) for lab in labels], ("emotion", pa.string()),
+                      ("valence", pa.float32()), ("expressiveness", pa.float32())])
+
+
+def audience_schema(labels) -> pa.Schema:
+    """Schema of ``audience`` (without ``video_id``)."""
+    return pa.schema([("second", pa.int64()), ("viewers", pa.int64()),
+                      *[(f"p_{lab}", pa.float32()) for lab in labels],
+                      *[(f"share_{lab}", pa.float32()) for lab in labels],
+                      ("valence", pa.float32()), ("expressiveness", pa.float32())])
+
+
+VIDEOS_SCHEMA = pa.schema([
+    ("path", pa.string()), ("sha256", pa.string()), ("status", pa.string()), ("error", pa.string()),
+    ("duration_s", pa.float64()), ("fps", pa.float64()), ("width", pa.int64()), ("height", pa.int64()),
+    ("frames_sampled", pa.int64()), ("faces_detected", pa.int64()), ("tracks", pa.int64()),
+    ("processing_s", pa.float64()), ("emotion_model", pa.string()), ("detector", pa.string()),
+    ("pipeline_version", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+def make_video_id(path: str | Path, sha256: str | None) -> str:
+    """Readable, stable id: the file stem as a slug plus 10 hex digits of the content hash.
+
+    The same content under the same name always gets the same id; a renamed or edited file gets a new one. Without a
+    hash (unreadable file) the digits come from the path. Only ``[a-z0-9-]`` are used, so the id is safe in folder
+    names, URLs and HTML.
+    """
+    stem = Path(str(path)).stem.lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:40].strip("-") or "video"
+    if not sha256:
+        import hashlib
+
+        sha256 = hashlib.sha256(str(Path(str(path)).absolute()).encode()).hexdigest()
+    return f"{slug}-{sha256[:10]}"
+
+
+def to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    """Convert a DataFrame to a table of exactly ``schema``.
+
+    Raises:
+        ValueError: the DataFrame's columns are not exactly the schema's (missing or extra columns named).
+    """
+    cols = list(df.columns)
+    want = schema.names
+    if cols != want:
+        missing = [c for c in want if c not in cols]
+        extra = [c for c in cols if c not in want]
+        if missing or extra:
+            raise ValueError(f"columns differ from the declared schema: missing {missing}, unexpected {extra}")
+        df = df[want]
+    return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+
+
+class VideoWriter:
+    """Writes one video's tables into the output folder atomically.
+
+    Usage::
+
+        w = VideoWriter(out_dir, video_id, labels)
+        w.write("faces", faces_df); w.write("timeline", tl); w.write("audience", au)
+        w.commit(video_row)      # moves everything into place, ``videos`` last
+
+    ``abort()`` (or an exception before ``commit``) leaves the datasets untouched.
+
+    Args:
+        out_dir: the output folder (created if needed).
+        video_id: partition value (see :func:`make_video_id`).
+        labels: model labels, for the schemas.
+        metadata: key/values stored in every file's Parquet metadata (model sha256, pipeline version, ...).
+    """
+
+    def __init__(self, out_dir: str | Path, video_id: str, labels, metadata: dict[str, str] | None = None) -> None:
+        self.out = Path(out_dir)
+        self.video_id = video_id
+        self.labels = tuple(labels)
+        self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        self.stage = self.out / ".staging" / f"{video_id}-{uuid.uuid4().hex[:8]}"
+        self.stage.mkdir(parents=True, exist_ok=True)
+        self._written: list[str] = []
+
+    def _schema(self, table: str) -> pa.Schema:
+        if table == "faces":
+            return faces_schema(self.labels)
+        if table == "timeline":
+            return timeline_schema(self.labels)
+        if table == "audience":
+            return audience_schema(self.labels)
+        if table == "videos":
+            return VIDEOS_SCHEMA
+        raise ValueError(f"unknown table {table!r}; expected one of {TABLES}")
+
+    def write(self, table: str, df: pd.DataFrame) -> None:
+        """Stage one table of this video (not visible until :meth:`commit`)."""
+        schema = self._schema(table)
+        t = to_table(df, schema)
+        t = t.replace_schema_metadata({**(t.schema.metadata or {}), **{k.encode(): v.encode()
+                                                                         for k, v in self.metadata.items()}})
+        d = self.stage / table
+        d.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t, d / "part-0.parquet", compression="zstd")
+        self._written.append(table)
+
+    def commit(self, video_row: dict) -> None:
+        """Write the ``videos`` row and move every staged table into ``OUT/<table>/video_id=<id>/``, replacing an
+        earlier result of the same video. Tables not written this time are removed for this video, so the datasets
+        stay consistent with its ``videos`` row."""
+        self.write("videos", pd.DataFrame([{k: video_row.get(k) for k in VIDEOS_SCHEMA.names}]))
+        try:
+            for table in TABLES:  # "videos" last: marks the video done
+                dest = self.out / table / f"video_id={self.video_id}"
+                if table not in self._written:
+                    shutil.rmtree(dest, ignore_errors=True)
+                    continue
+                dest.mkdir(parents=True, exist_ok=True)
+                os.replace(self.stage / table / "part-0.parquet", dest / "part-0.parquet")
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop everything staged."""
+        shutil.rmtree(self.stage, ignore_errors=True)
+        try:
+            self.stage.parent.rmdir()
+        except OSError:
+            pass
+
+
+def read_video_row(out_dir: str | Path, video_id: str) -> dict | None:
+    """The stored ``videos`` row of ``video_id``, or None if the video was never committed."""
+    f = Path(out_dir) / "videos" / f"video_id={video_id}" / "part-0.parquet"
+    if not f.is_file():
+        return None
+    rows = pq.read_table(f).to_pylist()
+    return rows[0] if rows else None
+
+
+def read_table(out_dir: str | Path, table: str) -> pd.DataFrame:
+    """Read a whole dataset (all videos) with ``video_id`` as a plain string column; empty DataFrame if absent."""
+    d = Path(out_dir) / table
+    if not d.is_dir() or not any(d.glob("video_id=*/*.parquet")):
+        return pd.DataFrame()
+    df = pd.read_parquet(d)
+    df["video_id"] = df["video_id"].astype(str)
+    return df
+
+
+def clean_staging(out_dir: str | Path) -> None:
+    """Remove leftovers of interrupted runs (never visible to readers, but they take space)."""
+    shutil.rmtree(Path(out_dir) / ".staging", ignore_errors=True)
+
+
+__all__ = ["TABLES", "VideoWriter", "clean_staging", "faces_schema", "timeline_schema", "audience_schema",
+           "VIDEOS_SCHEMA", "make_video_id", "read_table", "read_video_row", "to_table", "np"]

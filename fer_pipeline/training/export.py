@@ -1,0 +1,129 @@
+"""Export a trained classifier to ONNX (dynamic batch axis) with its model card, checked against torch.
+
+The exported graph takes ``(B, 1, 48, 48) float32`` grayscale pixels scaled to [0, 1] and returns ``(B, C)``
+probabilities (softmax inside the graph). Standardisation with the training set's mean/std is inside the graph too,
+so the runtime's preprocessing is fixed by :class:`fer_pipeline.classify.ModelSpec`: align, grayscale, /255.
+The same facts (labels, input size, colour, alignment template) go into the ONNX ``metadata_props`` and the JSON card
+beside it; :mod:`fer_pipeline.classify` checks them at load time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from fer_pipeline.fileutil import sha256_file
+
+logger = logging.getLogger(__name__)
+
+
+def _wrapper(module, tta: bool):
+    import torch
+    from torch import nn
+
+    class Exported(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = module.backbone
+            self.mean, self.std = module.mean, module.std
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = (x - self.mean) / self.std
+            p = torch.softmax(self.backbone(x), dim=1)
+            if tta:
+                p = (p + torch.softmax(self.backbone(torch.flip(x, dims=[3])), dim=1)) * 0.5
+            return p
+
+    return Exported().eval()
+
+
+def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset: int = 17) -> dict:
+    """Write ``path`` (ONNX) and ``path.with_suffix('.json')`` (model card); return the card.
+
+    Args:
+        module: a trained :class:`~fer_pipeline.training.module.EmotionClassifier` (eval mode, CPU).
+        cfg: the :class:`~fer_pipeline.training.train.TrainConfig` it was trained with (recorded in the card).
+        metrics: evaluation results to record (``val``, ``test`` blocks from :func:`train`).
+        path: destination ``.onnx``.
+        tta: bake horizontal-flip test-time augmentation into the graph (2x the cost per face).
+        opset: ONNX opset.
+
+    Raises:
+        RuntimeError: the ONNX output differs from torch by more than 1e-4 (max abs, probabilities).
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from fer_pipeline.align import FER2013_TEMPLATE, TEMPLATE_SIZE
+    from fer_pipeline.training.backbones import count_parameters
+    from fer_pipeline.training.data import _Source
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    module = module.float().cpu().eval()
+    wrapper = _wrapper(module, tta)
+    x = torch.rand(4, 1, 48, 48)
+    tmp = path.with_suffix(".tmp.onnx")
+    torch.onnx.export(wrapper, (x,), str(tmp), input_names=["input"], output_names=["probs"],
+                      dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset,
+                      dynamo=False)
+    labels = list(module.labels)
+    meta = {
+        "labels": json.dumps(labels),
+        "input_hw": json.dumps([48, 48]),
+        "color": "gray",
+        "input_scale": "0-1",
+        "mean_std_in_graph": json.dumps([module.mean, module.std]),
+        "align_template": json.dumps(np.asarray(FER2013_TEMPLATE).tolist()),
+        "align_size": json.dumps(list(TEMPLATE_SIZE)),
+        "tta_flip": json.dumps(tta),
+        "name": cfg.name,
+    }
+    model = onnx.load(str(tmp))
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(tmp))
+
+    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    xb = torch.rand(37, 1, 48, 48)
+    with torch.inference_mode():
+        ref = wrapper(xb).numpy()
+    got = sess.run(None, {"input": xb.numpy()})[0]
+    max_diff = float(np.abs(ref - got).max())
+    if max_diff > 1e-4:
+        raise RuntimeError(f"ONNX export differs from torch by {max_diff:.2e} (> 1e-4)")
+    tmp.replace(path)
+
+    data_path = Path(cfg.data.path)
+    card = {
+        "name": cfg.name,
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "labels": labels,
+        "input": {"name": "input", "shape": ["batch", 1, 48, 48], "dtype": "float32", "color": "gray",
+                  "scale": "pixel / 255, in [0, 1]",
+                  "normalisation": {"mean": module.mean, "std": module.std, "applied": "inside the graph"}},
+        "output": {"name": "probs", "shape": ["batch", len(labels)], "meaning": "softmax probabilities, sum 1"},
+        "alignment": {"template_px": np.asarray(FER2013_TEMPLATE).tolist(), "size": list(TEMPLATE_SIZE),
+                      "landmarks": ["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"],
+                      "how": "similarity transform of the 5 detector landmarks onto the template "
+                             "(fer_pipeline.align)"},
+        "tta_flip_in_graph": tta,
+        "backbone": {"name": cfg.model.backbone, **cfg.model.kwargs, "parameters": count_parameters(module.backbone)},
+        "training": json.loads(cfg.model_dump_json()),
+        "data": {"path": str(data_path), "sha256": sha256_file(data_path) if data_path.is_file() else None,
+                 "fingerprint": _Source(data_path).fingerprint() if data_path.exists() else None},
+        "metrics": metrics,
+        "onnx_vs_torch_max_abs_diff": max_diff,
+        "opset": opset,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    path.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    logger.info("exported %s (sha256 %s, max |onnx - torch| %.2e)", path, card["sha256"][:12], max_diff)
+    return card

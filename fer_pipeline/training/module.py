@@ -1,0 +1,183 @@
+"""LightningModule and LightningDataModule for 48x48 facial-expression classification."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+from fer_pipeline.training.augment import augment_batch
+from fer_pipeline.training.data import ImageSet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AugmentConfig:
+    """Switches of :func:`fer_pipeline.training.augment.augment_batch` (0 / False turns a transform off)."""
+
+    flip: bool = True
+    max_rotate_deg: float = 10.0
+    max_shift: float = 0.1
+    scale: tuple[float, float] = (0.9, 1.1)
+    erasing_p: float = 0.5
+    erasing_size: int = 12
+
+
+def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
+    """Per-class loss weights from class counts.
+
+    Args:
+        counts: ``(C,)`` images per class.
+        mode: ``"none"`` (returns None), ``"inverse"`` (N / (C * n_c)) or ``"sqrt"`` (square root of inverse,
+            a milder reweighting).
+
+    Raises:
+        ValueError: unknown mode.
+    """
+    if mode == "none":
+        return None
+    counts = np.maximum(counts.astype(np.float64), 1.0)
+    w = counts.sum() / (len(counts) * counts)
+    if mode == "sqrt":
+        w = np.sqrt(w)
+    elif mode != "inverse":
+        raise ValueError(f"unknown class weight mode {mode!r}; expected none, inverse or sqrt")
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images))[:, None]  # (N,1,H,W) uint8
+
+
+class FERDataModule(L.LightningDataModule):
+    """Serves in-memory :class:`ImageSet` splits as uint8 batches; augmentation runs batched in the module.
+
+    Args:
+        train, val: the training and validation splits (e.g. FER2013 train and PublicTest).
+        batch_size: images per step.
+        sampler: ``"none"`` or ``"weighted"`` (WeightedRandomSampler with inverse class frequency: oversampling).
+        soft_labels: feed ``train.soft`` (FER+ vote distributions) instead of hard labels.
+        seed: seeds the sampler.
+    """
+
+    def __init__(self, train: ImageSet, val: ImageSet, batch_size: int = 128, sampler: str = "none",
+                 soft_labels: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        if sampler not in ("none", "weighted"):
+            raise ValueError(f"sampler must be none or weighted, got {sampler!r}")
+        if soft_labels and train.soft is None:
+            raise ValueError("soft_labels needs a dataset with vote distributions (FER+)")
+        self.train_set, self.val_set = train, val
+        self.batch_size, self.sampler, self.soft_labels, self.seed = batch_size, sampler, soft_labels, seed
+
+    def train_dataloader(self) -> DataLoader:
+        t = self.train_set
+        y = torch.from_numpy(t.soft) if self.soft_labels else torch.from_numpy(t.labels)
+        ds = TensorDataset(_to_tensor(t.images), y)
+        g = torch.Generator().manual_seed(self.seed)
+        if self.sampler == "weighted":
+            counts = t.class_counts()
+            w = 1.0 / np.maximum(counts, 1)
+            sampler = WeightedRandomSampler(torch.from_numpy(w[t.labels]), len(t), replacement=True, generator=g)
+            return DataLoader(ds, batch_size=self.batch_size, sampler=sampler, drop_last=True)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=g, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        v = self.val_set
+        return DataLoader(TensorDataset(_to_tensor(v.images), torch.from_numpy(v.labels)), batch_size=512)
+
+
+class EmotionClassifier(L.LightningModule):
+    """Expression classifier over an injected backbone.
+
+    Inputs are ``(B,1,48,48) uint8`` grayscale batches; the module scales to [0,1], standardises with ``mean``/``std``
+    (of the training set), augments during training and evaluates with horizontal-flip test-time augmentation
+    (softmax averaged over the image and its mirror).
+
+    Optimiser: SGD with Nesterov momentum and a OneCycle learning-rate schedule (Smith & Topin 2019) over the whole
+    run; loss: cross-entropy with label smoothing and optional class weights, or soft cross-entropy on vote
+    distributions when the targets are ``(B,C)`` floats.
+    """
+
+    def __init__(self, backbone: nn.Module, labels: tuple[str, ...], mean: float, std: float, lr: float = 0.1,
+                 momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
+                 loss_weights: torch.Tensor | None = None, augment: dict | None = None,
+                 seed: int = 0) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "loss_weights"])
+        self.backbone = backbone.to(memory_format=torch.channels_last)
+        self.labels = tuple(labels)
+        self.mean, self.std = float(mean), float(std)
+        self.augment = AugmentConfig(**(augment or {}))
+        self.register_buffer("loss_weights", loss_weights if loss_weights is not None else torch.ones(len(labels)))
+        self._gen = torch.Generator().manual_seed(seed)
+        self._val_probs: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B,1,H,W) uint8`` -> standardised float32, channels-last."""
+        x = x.float().div_(255.0)
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # standardised input -> logits
+        return self.backbone(x)
+
+    def predict_proba(self, x_uint8: torch.Tensor, tta: bool = True) -> torch.Tensor:
+        """``(B,1,H,W) uint8`` -> ``(B,C) float32`` probabilities (flip-TTA averaged when ``tta``)."""
+        x = self.normalise(x_uint8)
+        p = F.softmax(self(x).float(), 1)
+        if tta:
+            p = (p + F.softmax(self(x.flip(-1)).float(), 1)) / 2
+        return p
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        a = self.augment
+        x = augment_batch(self.normalise(x), self._gen, a.flip, a.max_rotate_deg, a.max_shift, tuple(a.scale),
+                          a.erasing_p, a.erasing_size).contiguous(memory_format=torch.channels_last)
+        logits = self(x).float()
+        hp = self.hparams
+        if y.dtype.is_floating_point:  # soft labels (FER+ vote distribution)
+            target = y * (1 - hp.label_smoothing) + hp.label_smoothing / y.shape[1]
+            loss = -(target * F.log_softmax(logits, 1) * self.loss_weights).sum(1).mean()
+        else:
+            loss = F.cross_entropy(logits, y, weight=self.loss_weights, label_smoothing=hp.label_smoothing)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self._val_probs.append(self.predict_proba(x))
+        self._val_targets.append(y)
+
+    def on_validation_epoch_end(self) -> None:
+        from sklearn.metrics import f1_score
+
+        p = torch.cat(self._val_probs).argmax(1).cpu().numpy()
+        y = torch.cat(self._val_targets).cpu().numpy()
+        self._val_probs.clear()
+        self._val_targets.clear()
+        acc = float((p == y).mean())
+        f1 = float(f1_score(y, p, average="macro", labels=list(range(len(self.labels))), zero_division=0))
+        self.log("val_acc", acc, prog_bar=True)
+        self.log("val_macro_f1", f1, prog_bar=True)
+        logger.info("epoch %d: val_acc %.4f val_macro_f1 %.4f", self.current_epoch, acc, f1)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for n, p in self.backbone.named_parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        opt = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay},
+                               {"params": no_decay, "weight_decay": 0.0}],
+                              lr=hp.lr, momentum=hp.momentum, nesterov=True)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr,
+                                                    total_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

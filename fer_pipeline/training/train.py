@@ -1,0 +1,174 @@
+"""Training entry point: a YAML recipe -> a checkpointed, resumable Lightning run -> metrics and an ONNX model.
+
+``fer-pipeline train --config configs/train/<recipe>.yaml`` calls :func:`train`. Re-running the same command resumes
+from ``<out_dir>/last.ckpt`` when it exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dataset: Literal["fer2013", "ferplus"] = "fer2013"
+    path: Path = Path("../shared/data/fer2013.zip")
+    ferplus_classes: Literal[7, 8] = 7
+    soft_labels: bool = False
+    limit: int | None = Field(None, description="use only the first N training images (smoke tests)")
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backbone: str = "vgg"
+    kwargs: dict = Field(default_factory=dict)
+
+
+class OptimConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+
+
+class ImbalanceConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    class_weights: Literal["none", "inverse", "sqrt"] = "none"
+    sampler: Literal["none", "weighted"] = "none"
+
+
+class AugmentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    flip: bool = True
+    max_rotate_deg: float = 10.0
+    max_shift: float = 0.1
+    scale: tuple[float, float] = (0.9, 1.1)
+    erasing_p: float = 0.5
+    erasing_size: int = 12
+
+
+class TrainConfig(BaseModel):
+    """A training recipe (``configs/train/*.yaml``). Every default lives here."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "fer2013-vgg"
+    seed: int = 0
+    precision: Literal["32-true", "bf16-mixed"] = "bf16-mixed"
+    threads: int = 2
+    out_dir: Path = Path("runs/fer2013-vgg")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    imbalance: ImbalanceConfig = Field(default_factory=ImbalanceConfig)
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    export_onnx: Path | None = Field(None, description="write the best model here as ONNX + model card")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "TrainConfig":
+        """Load and validate a recipe.
+
+        Raises:
+            FileNotFoundError: no such file.
+            pydantic.ValidationError: unknown key or wrong type.
+        """
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+        for dotted, value in (overrides or {}).items():
+            node = raw
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = value
+        return cls.model_validate(raw)
+
+
+def load_splits(cfg: DataConfig):
+    """(train, val, test) :class:`ImageSet` for the recipe: FER2013 train/PublicTest/PrivateTest or FER+
+    train/valid/test."""
+    from fer_pipeline.training.data import ImageSet, load_fer2013, load_ferplus
+
+    if cfg.dataset == "fer2013":
+        tr, va, te = (load_fer2013(cfg.path, s) for s in ("train", "public-test", "private-test"))
+    else:
+        tr, va, te = (load_ferplus(cfg.path, s, cfg.ferplus_classes) for s in ("train", "valid", "test"))
+    if cfg.limit:
+        n = np.random.default_rng(0).permutation(len(tr))[: cfg.limit]  # a random subset: files are class-sorted
+        tr = ImageSet(tr.images[n], tr.labels[n], tr.label_names, None if tr.soft is None else tr.soft[n],
+                      None if tr.names is None else tr.names[n])
+    return tr, va, te
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Fit the recipe, evaluate the best checkpoint on validation and test, optionally export ONNX.
+
+    Returns:
+        A dict of metrics (``val`` and ``test`` blocks with accuracy and macro-F1), also written to
+        ``<out_dir>/metrics.json``.
+    """
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from fer_pipeline.training.backbones import build_backbone, count_parameters
+    from fer_pipeline.training.evaluate import evaluate_module
+    from fer_pipeline.training.module import EmotionClassifier, FERDataModule, class_weights
+
+    torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
+
+    tr, va, te = load_splits(cfg.data)
+    images = tr.images.astype(np.float32) / 255.0
+    mean, std = float(images.mean()), float(images.std())
+    del images
+    labels = tr.label_names
+    backbone = build_backbone(cfg.model.backbone, num_classes=len(labels), **cfg.model.kwargs)
+    logger.info("%s: %d parameters, train %d, val %d, test %d", cfg.model.backbone, count_parameters(backbone),
+                len(tr), len(va), len(te))
+    module = EmotionClassifier(backbone, labels, mean, std, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                               weight_decay=cfg.optim.weight_decay, label_smoothing=cfg.optim.label_smoothing,
+                               loss_weights=class_weights(tr.class_counts(), cfg.imbalance.class_weights),
+                               augment=cfg.augment.model_dump(), seed=cfg.seed)
+    dm = FERDataModule(tr, va, cfg.optim.batch_size, cfg.imbalance.sampler, cfg.data.soft_labels, cfg.seed)
+    ckpt = ModelCheckpoint(dirpath=out, filename="best", monitor="val_acc", mode="max", save_last=True)
+    trainer = L.Trainer(max_epochs=cfg.optim.epochs, accelerator="cpu", precision=cfg.precision,
+                        callbacks=[ckpt], default_root_dir=out, logger=L.pytorch.loggers.CSVLogger(out, name="logs"),
+                        enable_progress_bar=True, log_every_n_steps=50, deterministic=False)
+    last = out / "last.ckpt"
+    t0 = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.exists() else None)
+    train_s = time.time() - t0
+
+    best = EmotionClassifier.load_from_checkpoint(ckpt.best_model_path, backbone=backbone, map_location="cpu")
+    best.eval()
+    metrics = {
+        "name": cfg.name,
+        "parameters": count_parameters(backbone),
+        "train_seconds_this_run": round(train_s, 1),
+        "best_checkpoint": str(ckpt.best_model_path),
+        "val": evaluate_module(best, va),
+        "test": evaluate_module(best, te),
+        "test_no_tta": evaluate_module(best, te, tta=False),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    logger.info("val acc %.4f, test acc %.4f (macro-F1 %.4f)", metrics["val"]["accuracy"],
+                metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
+    if cfg.export_onnx:
+        from fer_pipeline.training.export import export_onnx
+
+        export_onnx(best, cfg, metrics, Path(cfg.export_onnx))
+    return metrics
