@@ -101,7 +101,7 @@ def analyze(
         for tid in bars.values():
             task = progress.tasks[tid]
             progress.update(tid, completed=task.total or task.completed)
-    Console().print(_summary(results))
+    Console(width=max(Console().width, 140)).print(_summary(results))
     failed = [r for r in results if r["status"] == "failed"]
     index = out / "index.html"
     if index.is_file():
@@ -119,9 +119,13 @@ def serve(
     cron: Optional[str] = typer.Option(None, help="re-scan on this cron schedule, e.g. '*/15 * * * *'"),
     config: Optional[Path] = typer.Option(None, "--config", "-c"),
     name: str = typer.Option("fer-pipeline-watch", help="deployment name"),
+    port: int = typer.Option(4200, help="port of the local Prefect server started when PREFECT_API_URL is unset"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
-    """Serve a Prefect deployment that re-scans FOLDER on a schedule and analyses only new recordings."""
+    """Serve a Prefect deployment that re-scans FOLDER on a schedule and analyses only new recordings.
+
+    Starts a local Prefect server (UI on http://127.0.0.1:PORT) unless PREFECT_API_URL points at one. Ctrl-C stops.
+    """
     _setup_logging(verbose)
     if (interval is None) == (cron is None):
         console.print("[red]error:[/red] give exactly one of --interval SECONDS or --cron EXPR")
@@ -132,7 +136,7 @@ def serve(
     cfg = _load_cfg(config)
     from flows.analyze import serve_folder
 
-    serve_folder(str(folder), str(out), cfg, interval_s=interval, cron=cron, name=name)
+    serve_folder(str(folder), str(out), cfg, interval_s=interval, cron=cron, name=name, port=port)
 
 
 @app.command()
@@ -225,6 +229,7 @@ def evaluate(
 
 def main() -> None:  # pragma: no cover - console entry
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here; avoids telemetry errors
     app()
 
 

@@ -59,7 +59,7 @@ class Models:
         d = cfg.detect
         kwargs = dict(score_threshold=d.score_threshold, nms_iou=d.nms_iou, min_face_px=d.min_face_px)
         if d.backend == "centerface":
-            kwargs.update(input_max_side=d.input_max_side, threads=d.threads)
+            kwargs.update(input_max_side=d.input_max_side, intra_op_num_threads=d.threads)
         else:
             kwargs.update(model_path=d.model_path, pack=d.pack, root=Path(d.root).expanduser())
         detector = build_detector(d.backend, **kwargs)
@@ -311,13 +311,20 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         for j, c in enumerate(pcols):
             faces_df[c] = cat["probs"][:, j]
         faces_df["emotion"] = np.asarray(labels, dtype=object)[cat["probs"].argmax(1)]
+        faces_df["track_id"] = tracker.resolve(faces_df["track_id"].to_numpy())
+        faces_df = faces_df[faces_df["track_id"] >= 0]
         drop = short_tracks(faces_df["track_id"].to_numpy(), faces_df["timestamp_s"].to_numpy(),
                             cfg.track.min_track_s, 1.0 / cfg.decode.sample_fps)
         faces_df = faces_df[~faces_df["track_id"].isin(drop)].reset_index(drop=True)
         # renumber tracks 1..K in order of first appearance: readable ids, stable for the same input
         first = faces_df.groupby("track_id")["timestamp_s"].min().sort_values(kind="stable")
         mapping = {old: new for new, old in enumerate(first.index, start=1)}
-        track_best = {mapping[k]: v for k, v in track_best.items() if k in mapping}
+        best: dict[int, tuple[float, bytes]] = {}
+        for k, v in track_best.items():
+            real = int(tracker.resolve(np.array([k]))[0])
+            if real in mapping and (mapping[real] not in best or v[0] > best[mapping[real]][0]):
+                best[mapping[real]] = v
+        track_best = best
         faces_df["track_id"] = faces_df["track_id"].map(mapping).astype(np.int64)
     else:
         faces_df = pd.DataFrame({c: pd.Series(dtype=d) for c, d in [

@@ -34,11 +34,16 @@ class Tracker(ABC):
     @abstractmethod
     def update(self, faces: Faces, timestamp_s: float) -> Faces:
         """Faces of one frame -> the same faces (possibly reordered, low-score strays removed) with ``track_id``
-        set (>= 0); faces not (yet) in a track are removed."""
+        set: >= 0 for confirmed tracks, <= -2 (provisional, see :meth:`resolve`) for a face that starts a track; faces in no track are removed."""
 
     @abstractmethod
     def reset(self) -> None:
         """Forget all tracks (call between videos)."""
+
+    def resolve(self, track_id: np.ndarray) -> np.ndarray:
+        """Final ids for ids returned earlier by :meth:`update`: provisional ids (<= -2, given to a face that starts
+        a track before the track is confirmed) become the track's id once confirmed, or -1 if it never was."""
+        return np.asarray(track_id, np.int64)
 
 
 @register
@@ -66,21 +71,49 @@ class ByteTrack(Tracker):
         from trackers import ByteTrackTracker
 
         self._tracker = ByteTrackTracker(**self._kwargs)
+        self._pending: dict[int, object] = {}  # provisional id -> tracklet not yet confirmed
+        self._resolved: dict[int, int] = {}  # provisional id -> confirmed tracker id
+        self._next_provisional = -2
 
     def update(self, faces: Faces, timestamp_s: float) -> Faces:
+        """See :meth:`Tracker.update`. ByteTrack returns -1 for the detection that starts a track; that face gets a
+        provisional id here (<= -2) so it is not lost, and :meth:`resolve` maps it to the track's id later."""
         import supervision as sv
 
+        before = {id(t) for t in self._tracker.tracks}
         det = sv.Detections(xyxy=faces.xyxy.astype(np.float32), confidence=faces.scores.astype(np.float32),
                             data={"row": np.arange(len(faces))})
         out = self._tracker.update(det, timestamp=float(timestamp_s))
+        for prov, t in list(self._pending.items()):
+            if t.tracker_id >= 0:
+                self._resolved[prov] = int(t.tracker_id)
+                del self._pending[prov]
+            elif not any(t is u for u in self._tracker.tracks):
+                del self._pending[prov]  # died unconfirmed
         if len(out) == 0:
             return Faces.empty()
         rows = np.asarray(out.data["row"], np.int64)
-        ids = np.asarray(out.tracker_id, np.int64)
-        keep = ids >= 0
+        ids = np.asarray(out.tracker_id, np.int64).copy()
+        new = [t for t in self._tracker.tracks if id(t) not in before and t.tracker_id < 0]
+        for k in np.flatnonzero(ids < 0):
+            box = faces.xyxy[rows[k]]
+            for t in new:
+                if np.allclose(t.get_state_bbox(), box, atol=1e-3):
+                    ids[k] = self._next_provisional
+                    self._pending[self._next_provisional] = t
+                    self._next_provisional -= 1
+                    new.remove(t)
+                    break
+        keep = ids != -1
         order = np.argsort(rows[keep], kind="stable")
         rows, ids = rows[keep][order], ids[keep][order]
         return faces[rows].with_track_id(ids)
+
+    def resolve(self, track_id: np.ndarray) -> np.ndarray:
+        ids = np.asarray(track_id, np.int64).copy()
+        for k in np.flatnonzero(ids <= -2):
+            ids[k] = self._resolved.get(int(ids[k]), -1)
+        return ids
 
 
 def build_tracker(name: str, **kwargs) -> Tracker:

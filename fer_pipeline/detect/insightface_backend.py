@@ -1,0 +1,159 @@
+"""InsightFace detector backend: SCRFD / RetinaFace detection ONNX files from a user's InsightFace model pack.
+
+The packs (``buffalo_l`` etc.) are non-commercially licensed and are never downloaded here: the user points at a
+``.onnx`` file (``model_path``) or at an unpacked pack folder (``pack`` + ``root``), and this backend loads it through
+``insightface.model_zoo.get_model`` on the plain-file path (which routes any ONNX graph with >= 5 outputs to
+``SCRFD``), never through the download code path. ``insightface`` is imported only when a detector is built, so this
+module imports without it.
+
+InsightFace expects **BGR** images (its ``SCRFD`` swaps to RGB inside ``blobFromImage``); frames arrive here as RGB
+and are converted before the call. Its output, ``bboxes (N, 5)`` = ``x1, y1, x2, y2, score`` and ``kpss (N, 5, 2)``,
+already in original-image pixels, is converted to :class:`~fer_pipeline.types.Faces` on arrival.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_pipeline.detect.base import DetectorError, FaceDetector, check_frame, finalize_faces, register
+from fer_pipeline.types import Faces
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["InsightFaceDetector", "find_detection_model"]
+
+DEFAULT_ROOT = "~/.insightface/models"
+
+
+def find_detection_model(model_path: str | Path | None = None, pack: str | None = None,
+                         root: str | Path = DEFAULT_ROOT) -> Path:
+    """Resolve the detection ONNX file to load.
+
+    Args:
+        model_path: a detection ``.onnx`` file; wins over ``pack``.
+        pack: a model-pack folder name under ``root`` (e.g. ``"buffalo_l"``); its ``det_*.onnx`` is used (the
+            first in sorted order when there are several).
+        root: folder holding unpacked packs (default ``~/.insightface/models``).
+
+    Returns:
+        the path of an existing ``.onnx`` file.
+
+    Raises:
+        DetectorError: nothing found (the message names the path looked at), or neither ``model_path`` nor ``pack``
+            given.
+    """
+    if model_path is not None:
+        p = Path(model_path).expanduser()
+        if not p.is_file():
+            raise DetectorError(f"InsightFace detection model not found: {p}")
+        if p.suffix.lower() != ".onnx":
+            raise DetectorError(f"InsightFace detection model must be an .onnx file: {p}")
+        return p
+    if not pack:
+        raise DetectorError("no InsightFace detection model configured: give model_path= (a det_*.onnx file) or "
+                            "pack= (a model-pack folder under root, e.g. 'buffalo_l')")
+    folder = Path(root).expanduser() / pack
+    found = sorted(folder.glob("det_*.onnx")) if folder.is_dir() else []
+    if not found:
+        raise DetectorError(f"no InsightFace detection model (det_*.onnx) in {folder} "
+                            f"(model packs are not downloaded by this pipeline; unpack one there)")
+    if len(found) > 1:
+        logger.warning("several detection models in %s; using %s", folder, found[0].name)
+    return found[0]
+
+
+@register
+class InsightFaceDetector(FaceDetector):
+    """SCRFD / RetinaFace detection through the ``insightface`` package.
+
+    Args:
+        score_threshold, nms_iou, min_face_px: see :class:`~fer_pipeline.detect.base.FaceDetector`
+            (``score_threshold`` and ``nms_iou`` are passed to InsightFace as ``det_thresh`` and ``nms_thresh``).
+        model_path: a detection ``.onnx`` file, or
+        pack, root: a pack folder name and the folder holding packs; see :func:`find_detection_model`.
+        input_size: ``(width, height)`` of the network input (default ``(640, 640)``; ignored by models with a fixed
+            input size). Frames are letterboxed into it by InsightFace.
+        providers: ONNX Runtime execution providers; default ``CUDAExecutionProvider`` when available, then CPU.
+
+    Attributes:
+        model_path: the loaded file; sha256: its sha256 (hex).
+
+    Raises:
+        DetectorError: no model given, model file not found, ``insightface`` not installed, or the file is not a
+            detection model.
+        ValueError: a parameter out of range.
+    """
+
+    name = "insightface"
+
+    def __init__(self, score_threshold: float = 0.5, nms_iou: float = 0.4, min_face_px: float = 0,
+                 model_path: str | Path | None = None, pack: str | None = None, root: str | Path = DEFAULT_ROOT,
+                 input_size: tuple[int, int] = (640, 640), providers: Sequence[str] | None = None) -> None:
+        super().__init__(score_threshold=score_threshold, nms_iou=nms_iou, min_face_px=min_face_px)
+        path = find_detection_model(model_path, pack, root)
+        try:
+            import onnxruntime as ort
+            from insightface.model_zoo import get_model
+        except ImportError as e:
+            raise DetectorError("the 'insightface' package is needed for the insightface detector "
+                                "(pip install 'fer-pipeline[insightface]')") from e
+        if providers is None:
+            available = ort.get_available_providers()
+            providers = (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) \
+                + ["CPUExecutionProvider"]
+        providers = list(providers)
+        self.model_path = path
+        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        try:
+            # A path ending in .onnx that exists goes straight to ModelRouter: no manifest lookup, no download.
+            model = get_model(str(path), providers=providers)
+        except Exception as e:  # onnx/onnxruntime/protobuf errors for unreadable files
+            raise DetectorError(f"cannot load InsightFace model {path}: {type(e).__name__}: {e}") from e
+        if model is None or getattr(model, "taskname", None) != "detection" or not hasattr(model, "detect"):
+            raise DetectorError(f"not an InsightFace detection model (SCRFD/RetinaFace): {path} "
+                                f"(routed to {type(model).__name__})")
+        ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
+        model.prepare(ctx_id=ctx_id, input_size=tuple(int(v) for v in input_size), det_thresh=self.score_threshold,
+                      nms_thresh=self.nms_iou)
+        self.model: Any = model
+        self.use_kps = bool(getattr(model, "use_kps", True))
+        if not self.use_kps:
+            logger.warning("InsightFace model %s predicts no landmarks; landmarks will be NaN", path)
+        logger.info("InsightFace detector %s (sha256 %s) on %s, input_size=%s", path, self.sha256, providers[0],
+                    tuple(input_size))
+
+    def detect(self, frame: np.ndarray) -> Faces:
+        """Faces in one ``(H, W, 3) uint8`` RGB frame (see :meth:`FaceDetector.detect`).
+
+        Raises:
+            ValueError: ``frame`` is not ``(H, W, 3) uint8``.
+            DetectorError: InsightFace / ONNX Runtime fails.
+        """
+        frame = check_frame(frame)
+        bgr = np.ascontiguousarray(frame[..., ::-1])
+        try:
+            bboxes, kpss = self.model.detect(bgr, max_num=0)
+        except Exception as e:  # onnxruntime's own exception types
+            raise DetectorError(f"InsightFace detection failed on a {frame.shape} frame: {e}") from e
+        return self._to_faces(bboxes, kpss, frame.shape[:2])
+
+    def _to_faces(self, bboxes: np.ndarray, kpss: np.ndarray | None, frame_hw: tuple[int, int]) -> Faces:
+        """InsightFace ``bboxes (N,5)`` and ``kpss (N,5,2)`` (or None) in original pixels -> ``Faces``."""
+        bboxes = np.asarray(bboxes, np.float32).reshape(-1, 5)
+        n = len(bboxes)
+        if n == 0:
+            return Faces.empty()
+        lms = np.full((n, 5, 2), np.nan, np.float32) if kpss is None else np.asarray(kpss, np.float32).reshape(n, 5, 2)
+        # InsightFace has already thresholded and suppressed overlaps; finalize clips, filters by size and sorts.
+        return finalize_faces(bboxes[:, :4], bboxes[:, 4], lms, frame_hw, score_threshold=self.score_threshold,
+                              nms_iou=None, min_face_px=self.min_face_px)
+
+    def __repr__(self) -> str:
+        return (f"InsightFaceDetector(model_path={str(self.model_path)!r}, score_threshold={self.score_threshold}, "
+                f"nms_iou={self.nms_iou}, min_face_px={self.min_face_px})")

@@ -1,0 +1,90 @@
+"""Shared fixtures: the real data in ../shared/data, the shipped model, and clips made on the fly."""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FER_SHARED_DATA", REPO.parent / "shared" / "data"))
+VIDEOS = SHARED / "videos"
+IMAGES = SHARED / "images"
+MODEL = REPO / "models" / "emotion-fer2013-vgg.onnx"
+
+
+def pytest_collection_modifyitems(config, items):
+    if not SHARED.is_dir():
+        raise pytest.UsageError(f"../shared/data not found at {SHARED}: the tests use the real recordings there")
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    return SHARED
+
+
+def write_video(path: Path, frames: np.ndarray, fps: int = 10, pts_ms: list[int] | None = None) -> Path:
+    """Encode (N,H,W,3) uint8 RGB frames to H.264 with PyAV; optional per-frame pts in milliseconds (VFR)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if pts_ms is not None:
+            s.codec_context.time_base = Fraction(1, 1000)
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            if pts_ms is not None:
+                vf.pts, vf.time_base = pts_ms[i], Fraction(1, 1000)
+            for pkt in s.encode(vf):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    """An AAC-in-MP4 file with a sine tone and no video stream."""
+    import av
+
+    rate = 44100
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=rate)
+        t = np.arange(int(rate * seconds)) / rate
+        samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for i in range(0, len(samples), 1024):
+            fr = av.AudioFrame.from_ndarray(samples[None, i:i + 1024], format="fltp", layout="mono")
+            fr.sample_rate = rate
+            for pkt in s.encode(fr):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+@pytest.fixture(scope="session")
+def bad_inputs(tmp_path_factory) -> dict[str, Path]:
+    """One file per kind of bad input, each made from real data where that makes sense."""
+    d = tmp_path_factory.mktemp("bad")
+    out = {}
+    (d / "notes.mp4").write_text("this is not a video\n")
+    out["not_a_video"] = d / "notes.mp4"
+    (d / "empty.mp4").write_bytes(b"")
+    out["zero_length"] = d / "empty.mp4"
+    data = (VIDEOS / "WolfgangLanger_Pexels.mp4").read_bytes()
+    (d / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    out["truncated"] = d / "truncated.mp4"
+    out["audio_only"] = write_audio_only(d / "tone.m4a")
+    out["missing"] = d / "does-not-exist.mp4"
+    return out
+
+
+@pytest.fixture(scope="session")
+def no_face_video(tmp_path_factory) -> Path:
+    """3 s of moving gradients: a valid video with no face in it."""
+    d = tmp_path_factory.mktemp("noface")
+    x = np.linspace(0, 255, 320, dtype=np.float32)
+    frames = np.stack([np.stack([np.tile((x + 8 * i) % 256, (240, 1))] * 3, -1) for i in range(30)]).astype(np.uint8)
+    return write_video(d / "no_face.mp4", frames, fps=10)
