@@ -13,6 +13,7 @@
 #   torch==2.14.1 torchvision==0.29.1: from this machine's disk through pip (find-links/extra index); the CPU torch
 #       2.13 + PyPI torchvision pair fails with "operator torchvision::nms does not exist".
 #   tensorflow-cpu: fer's Keras emotion model.
+#   no triton: see below.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,6 +40,13 @@ echo "installing the peer's dependencies (torch from this machine's disk, tensor
 
 echo "installing fer==$FER_VERSION and facenet-pytorch==$FACENET_VERSION without their (unsatisfiable) pins ..."
 "${PIP[@]}" install -q --no-deps "fer==$FER_VERSION" "facenet-pytorch==$FACENET_VERSION"
+
+# torch 2.14.1 (CUDA build) pulls triton; importing triton after tensorflow segfaults (fer imports tensorflow, then
+# facenet_pytorch -> torch -> torch._dynamo probes triton). triton only compiles GPU kernels: remove it.
+if "$VENV/bin/python" -m pip show -q triton >/dev/null 2>&1; then
+    echo "removing triton (segfaults when imported after tensorflow; unused on CPU)"
+    "${PIP[@]}" uninstall -q -y triton
+fi
 
 # If anything above dragged opencv-python (non-contrib) or opencv 5 in, make sure cv2 is the contrib 4.x build.
 "$VENV/bin/python" - <<'EOF'

@@ -134,9 +134,23 @@ def serve(
         console.print(f"[red]error:[/red] not a folder: {folder}")
         raise typer.Exit(2)
     cfg = _load_cfg(config)
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        if "prefect" in sys.modules:  # settings are read at import: the URL must be set first
+            console.print("[red]error:[/red] internal: prefect imported before the server URL was set")
+            raise typer.Exit(2)
+        from flows.server import start_local_server
+
+        console.print(f"starting a local Prefect server on http://127.0.0.1:{port} ...")
+        server = start_local_server(port)
     from flows.analyze import serve_folder
 
-    serve_folder(str(folder), str(out), cfg, interval_s=interval, cron=cron, name=name, port=port)
+    try:
+        serve_folder(str(folder), str(out), cfg, interval_s=interval, cron=cron, name=name)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 @app.command()

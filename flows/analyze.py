@@ -95,64 +95,12 @@ def run_analyze(paths: list[str], out_dir: str, cfg: PipelineConfig, force: bool
 
 
 def serve_folder(folder: str, out_dir: str, cfg: PipelineConfig, interval_s: float | None = None,
-                 cron: str | None = None, name: str = "fer-pipeline-watch", port: int = 4200,
-                 limit: int = 1) -> None:
+                 cron: str | None = None, name: str = "fer-pipeline-watch", limit: int = 1) -> None:
     """Serve a deployment that re-scans ``folder`` on a schedule; already analysed files are skipped.
 
-    Prefect's ephemeral mode runs no scheduler, so unless ``PREFECT_API_URL`` points at a server, a local one is
-    started here (``prefect server start`` on 127.0.0.1:``port``, stopped on exit) and the deployment registers with
-    it. Its UI is at http://127.0.0.1:<port>.
-
-    Raises:
-        RuntimeError: the local server did not answer within 120 s.
+    Needs a Prefect server (``PREFECT_API_URL`` set before Prefect is imported): Prefect's ephemeral mode runs no
+    scheduler. The CLI starts one with :func:`flows.server.start_local_server` when none is configured.
     """
-    import os
-
-    server = None
-    if not os.environ.get("PREFECT_API_URL"):
-        server = start_local_server(port)
-    try:
-        analyze_folder.serve(name=name, interval=interval_s, cron=cron, limit=limit,
-                             parameters={"paths": [str(folder)], "out_dir": str(out_dir),
-                                         "config": json.loads(cfg.model_dump_json())})
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
-
-
-def start_local_server(port: int = 4200, timeout_s: float = 120.0):
-    """Start ``prefect server start`` in a subprocess on 127.0.0.1:``port`` and point this process at it.
-
-    Returns:
-        The ``subprocess.Popen`` of the server (terminate it when done).
-
-    Raises:
-        RuntimeError: the server did not answer its health check within ``timeout_s`` seconds.
-    """
-    import os
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "true"}
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                             str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited with code {proc.returncode} (is port {port} in use?)")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(1)
-    else:
-        proc.terminate()
-        raise RuntimeError(f"prefect server on port {port} did not answer within {timeout_s:.0f} s")
-    os.environ["PREFECT_API_URL"] = url
-    logger.info("started a local Prefect server at %s (UI: http://127.0.0.1:%d)", url, port)
-    return proc
+    analyze_folder.serve(name=name, interval=interval_s, cron=cron, limit=limit,
+                         parameters={"paths": [str(folder)], "out_dir": str(out_dir),
+                                     "config": json.loads(cfg.model_dump_json())})

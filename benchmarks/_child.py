@@ -1,0 +1,131 @@
+"""Child process for one measurement of our pipeline (``benchmarks/run.py`` starts one per input and per mode, so
+peak RSS is per run). Prints one JSON object on the last stdout line.
+
+    .venv/bin/python benchmarks/_child.py ours VIDEO OUT_DIR      # analyze_video + render_all, default PipelineConfig
+    .venv/bin/python benchmarks/_child.py decode VIDEO pyav|decord  # iter_batches(sample_fps=5, batch_size=16) only
+
+Timers added here (the pipeline is not changed; these wrap module attributes of ``fer_pipeline.pipeline`` in this
+process only):
+
+* ``decode_wait_s``: time the main thread spent waiting for the next decoded batch (decode runs one batch ahead in a
+  thread; a large wait means decoding is the bottleneck).
+* ``thumbnails_s``: JPEG encoding of report thumbnails (the pipeline keeps it in ``StageTimes.extra``, which
+  ``stage_s`` does not include).
+* ``hash_s``: sha256 of the input file (``analyze_video`` hashes every file for its ``video_id``).
+
+The configuration is ``PipelineConfig()`` (every default), except the emotion model when ``FER_BENCH_MODEL`` is set
+and the dotted overrides in ``FER_BENCH_OVERRIDES`` (JSON, e.g. ``{"decode.backend": "pyav"}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+T0 = time.perf_counter()
+
+
+def _rusage() -> dict:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"maxrss_mb": round(ru.ru_maxrss / 1024.0, 1), "cpu_s": round(ru.ru_utime + ru.ru_stime, 3)}
+
+
+def run_ours(video: str, out_dir: str) -> dict:
+    import fer_pipeline.pipeline as pl
+    from fer_pipeline.config import PipelineConfig
+    from fer_pipeline.report import render_all
+
+    extra = {"decode_wait_s": 0.0, "thumbnails_s": 0.0, "hash_s": 0.0}
+
+    orig_prefetch, orig_jpeg, orig_sha = pl._prefetch, pl._jpeg, pl.sha256_file
+
+    def timed_prefetch(it, times, depth=2):
+        gen = orig_prefetch(it, times, depth)
+        try:
+            while True:
+                t = time.perf_counter()
+                try:
+                    batch = next(gen)
+                except StopIteration:
+                    return
+                finally:
+                    extra["decode_wait_s"] += time.perf_counter() - t
+                yield batch
+        finally:
+            gen.close()
+
+    def timed_jpeg(*a, **k):
+        t = time.perf_counter()
+        try:
+            return orig_jpeg(*a, **k)
+        finally:
+            extra["thumbnails_s"] += time.perf_counter() - t
+
+    def timed_sha(*a, **k):
+        t = time.perf_counter()
+        try:
+            return orig_sha(*a, **k)
+        finally:
+            extra["hash_s"] += time.perf_counter() - t
+
+    pl._prefetch, pl._jpeg, pl.sha256_file = timed_prefetch, timed_jpeg, timed_sha
+
+    t_import = time.perf_counter()
+    overrides = json.loads(os.environ.get("FER_BENCH_OVERRIDES") or "{}")  # run.py --variant; none = the default
+    model = os.environ.get("FER_BENCH_MODEL")  # run.py --model
+    if model:
+        overrides["classify.model"] = model
+    cfg = PipelineConfig.load(overrides=overrides) if overrides else PipelineConfig()
+    models = pl.Models.load(cfg)
+    t_loaded = time.perf_counter()
+    res = pl.analyze_video(video, out_dir, cfg, models)
+    t_analyzed = time.perf_counter()
+    written = render_all(out_dir)
+    t_reported = time.perf_counter()
+    if res.get("status") != "ok":
+        raise RuntimeError(f"analyze_video status {res.get('status')}: {res.get('error')}")
+    keys = ("status", "duration_s", "fps", "width", "height", "processing_s", "frames_sampled", "faces_detected",
+            "tracks", "emotion_model", "detector", "stage_s")
+    return {
+        "import_s": round(t_import - T0, 3),
+        "load_models_s": round(t_loaded - t_import, 3),
+        "analyze_s": round(t_analyzed - t_loaded, 3),
+        "report_s": round(t_reported - t_analyzed, 3),
+        "reports_written": len(written),
+        **{k: round(v, 3) for k, v in extra.items()},
+        "result": {k: res.get(k) for k in keys},
+        "config": cfg.model_dump(mode="json"),
+    }
+
+
+def run_decode(video: str, backend: str) -> dict:
+    from fer_pipeline.decode import iter_batches, probe
+
+    t_import = time.perf_counter()
+    meta = probe(video)
+    n = 0
+    t = time.perf_counter()
+    for batch in iter_batches(video, sample_fps=5, batch_size=16, backend=backend):
+        n += len(batch)
+    t_end = time.perf_counter()
+    return {"import_s": round(t_import - T0, 3), "decode_s": round(t_end - t, 3), "frames": n,
+            "duration_s": meta.duration_s, "backend": backend}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] not in ("ours", "decode"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    mode, video, arg = argv
+    out = run_ours(video, arg) if mode == "ours" else run_decode(video, arg)
+    out.update(_rusage(), mode=mode, pid=os.getpid(), python=sys.version.split()[0])
+    sys.stdout.flush()
+    print(json.dumps(out, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
