@@ -1,0 +1,73 @@
+"""Training code on the real datasets: loaders, a tiny Lightning run, resumable checkpoint, ONNX export + card."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import SHARED
+from fer_pipeline.training.data import FER2013_LABELS, detect_layout, load_fer2013, load_ferplus
+
+pytestmark = pytest.mark.slow
+
+
+def test_fer2013_splits_have_official_sizes():
+    tr = load_fer2013(SHARED / "fer2013.zip", "train")
+    pub = load_fer2013(SHARED / "fer2013.zip", "public-test")
+    priv = load_fer2013(SHARED / "fer2013.zip", "private-test")
+    assert (len(tr), len(pub), len(priv)) == (28709, 3589, 3589)
+    assert tr.images.shape[1:] == (48, 48) and tr.images.dtype == np.uint8
+    # disgust is the rare class (436 training images), happy the common one (7,215)
+    counts = dict(zip(FER2013_LABELS, tr.class_counts()))
+    assert counts["disgust"] == 436 and counts["happy"] == 7215
+    assert detect_layout(SHARED / "fer2013.zip") == "fer2013"
+    with pytest.raises(ValueError):
+        load_fer2013(SHARED / "fer2013.zip", "validation")
+
+
+@pytest.mark.parametrize("classes", [7, 8])
+def test_ferplus_soft_labels(classes):
+    te = load_ferplus(SHARED / "ferplus.zip", "test", classes=classes)
+    assert len(te.label_names) == classes and te.soft.shape == (len(te), classes)
+    np.testing.assert_allclose(te.soft.sum(1), 1.0, atol=1e-6)
+    assert (te.labels == te.soft.argmax(1)).all()
+    assert 3000 < len(te) <= 3573  # images voted unknown / not-a-face are dropped
+    assert detect_layout(SHARED / "ferplus.zip") == "ferplus"
+
+
+def test_tiny_training_run_resumes_and_exports(tmp_path):
+    pytest.importorskip("lightning")
+    from fer_pipeline.classify import EmotionModel
+    from fer_pipeline.training.train import TrainConfig, train
+
+    over = {"data.limit": 512, "optim.epochs": 1, "optim.batch_size": 32, "out_dir": str(tmp_path / "run"),
+            "export_onnx": str(tmp_path / "m.onnx"), "model.kwargs": {"widths": [8, 16], "convs_per_stage": 1}}
+    cfg = TrainConfig.from_yaml("configs/train/fer2013_vgg.yaml", over)
+    m = train(cfg)
+    assert (tmp_path / "run" / "last.ckpt").is_file() and (tmp_path / "run" / "metrics.json").is_file()
+    assert 0 <= m["test"]["accuracy"] <= 1 and m["test"]["n"] == 3589
+    # the same command again resumes from last.ckpt: the finished epoch is not trained again
+    steps_before = _logged_steps(tmp_path / "run")
+    train(cfg)
+    assert _logged_steps(tmp_path / "run") == steps_before
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["labels"] == list(FER2013_LABELS) and card["onnx_vs_torch_max_abs_diff"] < 1e-4
+    em = EmotionModel(tmp_path / "m.onnx")
+    p = em.predict(load_fer2013(SHARED / "fer2013.zip", "public-test").images[:100])
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+
+
+def _logged_steps(run):
+    import torch
+
+    return torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+
+
+def test_train_config_rejects_unknown_keys(tmp_path):
+    from pydantic import ValidationError
+
+    from fer_pipeline.training.train import TrainConfig
+
+    with pytest.raises(ValidationError):
+        TrainConfig.from_yaml("configs/train/fer2013_vgg.yaml", {"optim.epochz": 3})
