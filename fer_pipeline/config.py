@@ -33,6 +33,11 @@ class DetectConfig(_Section):
     input_max_side: int = Field(640, ge=64, description="frames are downscaled so their long side is at most this "
                                 "(pixels) before detection")
     min_face_px: int = Field(20, ge=0, description="drop faces whose box is smaller (short side, pixels)")
+    adaptive_input: bool = Field(True, description="centerface: shrink the detector input when faces are big "
+                                 "(first frame of each batch at full size; see fer_pipeline.detect.adaptive)")
+    target_face_px: float = Field(64.0, gt=0, description="adaptive input: short side the smallest face keeps, "
+                                  "in detector-input pixels")
+    min_input_side: int = Field(256, ge=32, description="adaptive input: smallest detector input long side, pixels")
     model_path: Path | None = Field(None, description="insightface: a det_*.onnx file (SCRFD/RetinaFace)")
     pack: str | None = Field(None, description="insightface: model pack name under `root`, e.g. buffalo_l")
     root: Path = Field(Path("~/.insightface/models"), description="insightface: folder holding model packs")

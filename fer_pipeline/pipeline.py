@@ -63,6 +63,10 @@ class Models:
         else:
             kwargs.update(model_path=d.model_path, pack=d.pack, root=Path(d.root).expanduser())
         detector = build_detector(d.backend, **kwargs)
+        if d.backend == "centerface" and d.adaptive_input:
+            from fer_pipeline.detect.adaptive import AdaptiveInput
+
+            detector = AdaptiveInput(detector, d.target_face_px, d.min_input_side)
         emotion = EmotionModel(cfg.classify.model, cfg.classify.batch_size, cfg.classify.device, cfg.classify.threads)
         return cls(detector, emotion, d.backend)
 

@@ -161,10 +161,12 @@ class CenterFaceDetector(FaceDetector):
 
     # ----------------------------------------------------------------------------------------------------------------
 
-    def input_size(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
-        """Network input ``(h_in, w_in)`` (multiples of 32) for a frame of ``frame_hw = (H, W)`` pixels."""
+    def input_size(self, frame_hw: tuple[int, int], max_side: int | None = None) -> tuple[int, int]:
+        """Network input ``(h_in, w_in)`` (multiples of 32) for a frame of ``frame_hw = (H, W)`` pixels, its long side
+        at most ``max_side`` (default ``input_max_side``; 0 = full size)."""
         h, w = frame_hw
-        s = min(1.0, self.input_max_side / max(h, w)) if self.input_max_side > 0 else 1.0
+        m = self.input_max_side if max_side is None else int(max_side)
+        s = min(1.0, m / max(h, w)) if m > 0 else 1.0
         return _ceil32(max(1, round(h * s))), _ceil32(max(1, round(w * s)))
 
     def _blob(self, frame: np.ndarray, in_hw: tuple[int, int]) -> np.ndarray:
@@ -180,11 +182,13 @@ class CenterFaceDetector(FaceDetector):
         """Faces in one ``(H, W, 3) uint8`` RGB frame (see :meth:`FaceDetector.detect`)."""
         return self.detect_batch([check_frame(frame)])[0]
 
-    def detect_batch(self, frames: np.ndarray | Sequence[np.ndarray]) -> list[Faces]:
+    def detect_batch(self, frames: np.ndarray | Sequence[np.ndarray], max_side: int | None = None) -> list[Faces]:
         """Faces in several RGB frames; frames of one size go through the network together, ``batch_size`` at a time.
 
         Args:
             frames: ``(B, H, W, 3) uint8`` RGB, or a sequence of ``(H_i, W_i, 3) uint8`` RGB images.
+            max_side: network input long side for this call (pixels), overriding ``input_max_side``; see
+                :class:`fer_pipeline.detect.adaptive.AdaptiveInput`.
 
         Returns:
             one ``Faces`` per frame, in order.
@@ -199,7 +203,7 @@ class CenterFaceDetector(FaceDetector):
         for i, f in enumerate(items):
             groups.setdefault(f.shape[:2], []).append(i)
         for hw, members in groups.items():
-            in_hw = self.input_size(hw)
+            in_hw = self.input_size(hw, max_side)
             for start in range(0, len(members), self.batch_size):
                 chunk = members[start:start + self.batch_size]
                 blob = np.stack([self._blob(items[i], in_hw) for i in chunk])
