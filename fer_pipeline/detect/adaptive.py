@@ -41,7 +41,7 @@ class AdaptiveInput:
         self.last_side = self.full_side
 
     def side_for(self, faces: Faces, frame_hw: tuple[int, int]) -> int:
-        """Input long side (pixels, a multiple of 32) on which the smallest of ``faces`` spans ``target_face_px``.
+        """Input long side (pixels, a multiple of 64) on which the smallest of ``faces`` spans ``target_face_px``.
 
         Returns the full size when there is no face or the full size is already needed.
         """
@@ -54,7 +54,8 @@ class AdaptiveInput:
         if smallest <= 0:
             return full
         need = self.target_face_px / smallest * long_side
-        return int(min(full, max(self.min_side, 32 * math.ceil(need / 32))))
+        # steps of 64 px: few distinct input shapes, so onnxruntime keeps few shape-specific buffers
+        return int(min(full, max(self.min_side, 64 * math.ceil(need / 64))))
 
     def detect_batch(self, frames) -> list[Faces]:
         """Faces per frame, like ``detector.detect_batch`` (see the module docstring for the sizes used)."""
