@@ -43,7 +43,7 @@ class DetectConfig(_Section):
     model_path: Path | None = Field(None, description="insightface: a det_*.onnx file (SCRFD/RetinaFace)")
     pack: str | None = Field(None, description="insightface: model pack name under `root`, e.g. buffalo_l")
     root: Path = Field(Path("~/.insightface/models"), description="insightface: folder holding model packs")
-    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime's choice)")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = all cores but one, min 1)")
 
 
 class TrackConfig(_Section):
@@ -60,7 +60,7 @@ class ClassifyConfig(_Section):
     model: Path = Field(DEFAULT_MODEL, description="emotion model (.onnx with its .json card beside it)")
     batch_size: int = Field(128, ge=1, description="faces per inference call")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when onnxruntime has it")
-    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime's choice)")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = all cores but one, min 1)")
 
     @field_validator("model")
     @classmethod

@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Prefect (ephemeral mode in the flow tests): no telemetry on this offline machine, and no INFO logs, whose
+# handler writes to pytest's already-closed stdout when the temporary server stops at exit.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FER_SHARED_DATA", REPO.parent / "shared" / "data"))
 VIDEOS = SHARED / "videos"
