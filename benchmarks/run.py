@@ -5,7 +5,7 @@ For each input (built once from shared/data by benchmarks/inputs.py and cached i
 fresh subprocess so that peak RSS is per run:
 
   ours         fer_pipeline.pipeline.analyze_video(path, out, PipelineConfig(), models) + report.render_all(out),
-               default config (sample_fps 5, decord, CenterFace, ByteTrack, the shipped emotion model). Wall time is
+               default config (sample_fps 5, PyAV, CenterFace, ByteTrack, the shipped emotion model). Wall time is
                the whole process (interpreter start, imports and model load included), like the peer's.
   decode-only  fer_pipeline.decode.iter_batches(path, sample_fps=5, batch_size=16, backend=pyav|decord): the
                physical floor of the same sampling; timed around the loop only.
@@ -29,7 +29,6 @@ import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -255,8 +254,8 @@ def summarize(name: str, meta: dict, ours: dict | None, dec: dict, fer: dict | N
             s[f"decode_{b}_xrt"] = s["video_s"] / m["json"]["decode_s"]
             s[f"decode_{b}_rss_mb"] = m["maxrss_mb"]
             s[f"decode_{b}_frames"] = m["json"]["frames"]
-    if s.get("ours_ok") and "decode_decord_s" in s:
-        s["ours_over_decode"] = s["analyze_s"] / s["decode_decord_s"]
+    if s.get("ours_ok") and "decode_pyav_s" in s:
+        s["ours_over_decode"] = s["analyze_s"] / s["decode_pyav_s"]
     if fer is not None:
         m = fer["median"]
         j = m["json"] or {}
