@@ -87,8 +87,10 @@ def test_serve_picks_up_new_recordings(tmp_path):
     watch, out = tmp_path / "watch", tmp_path / "out"
     watch.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    # a deployment name of its own: runs scheduled earlier for another deployment keep that one's parameters
+    name = f"fer-pipeline-test-{os.getpid()}-{time.monotonic_ns()}"
     proc = subprocess.Popen([*CLI, "serve", str(watch), "--out", str(out), "--interval", "5", "--port",
-                             str(_free_port())], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             str(_free_port()), "--name", name], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     try:
         shutil.copy(VIDEOS / "single_face.mp4", watch / "new.mp4")
