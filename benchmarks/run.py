@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     tables = render_tables(summary)
     checks = check_targets(summary)
     loads = [r["load_before"]["busy_pct"] for v in raw.values() for k in ("ours", "fer")
-             if v[k] for r in v[k]["runs"]]
+             if v.get(k) for r in v[k]["runs"]]
     log("\n" + tables + "\n")
     log("targets:")
     for c in checks:
