@@ -64,7 +64,7 @@ def main() -> int:
 
     detector = FER(mtcnn=True)
     t_ready = time.perf_counter()
-    kwargs = dict(frequency=args.frequency, display=False, save_video=False)
+    kwargs = {"frequency": args.frequency, "display": False, "save_video": False}
     if args.no_save_frames:
         kwargs["save_frames"] = False
     args.video = args.video.resolve()

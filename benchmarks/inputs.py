@@ -132,7 +132,7 @@ def ensure_input(name: str, data_dir: Path = DEFAULT_DATA, inputs_dir: Path = IN
 # ---------------------------------------------------------------------------------------------------------------------
 
 def _n_frames(spec: InputSpec) -> int:
-    return int(round(spec.duration_s * spec.fps))
+    return round(spec.duration_s * spec.fps)
 
 
 def _clip_pingpong(spec: InputSpec, src: Path):

@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-import inputs as bench_inputs  # noqa: E402  (benchmarks/inputs.py, beside this file)
+import inputs as bench_inputs  # benchmarks/inputs.py, beside this file
 
 RESULTS_DIR = HERE / "_results"
 FER_VENV = HERE / ".fer-venv"
@@ -123,6 +123,10 @@ def run_child(cmd: list[str], timeout_s: float, cwd: Path | None = None, env: di
             "stdout_tail": stdout[-2000:], "stderr_tail": stderr[-3000:], "json": parsed}
 
 
+def _status(r: dict) -> str:
+    return "ok" if r["rc"] == 0 else f"FAILED rc={r['rc']}"
+
+
 def _median_run(runs: list[dict]) -> dict:
     """The run with the median wall time (runs that failed sort last)."""
     ok = sorted((r for r in runs if r["rc"] == 0), key=lambda r: r["wall_s"])
@@ -155,7 +159,7 @@ def measure_ours(video: Path, name: str, repeat: int, timeout_s: float, keep: bo
         r["load_before"] = load
         runs.append(r)
         j = r["json"] or {}
-        log(f"  {label:8s} #{i + 1}: {'ok' if r['rc'] == 0 else 'FAILED rc=%s' % r['rc']} wall {r['wall_s']:.1f} s, "
+        log(f"  {label:8s} #{i + 1}: {_status(r)} wall {r['wall_s']:.1f} s, "
             f"analyze {j.get('analyze_s', float('nan')):.1f} s, peak RSS {r['maxrss_mb']:.0f} MB "
             f"(machine {load['busy_pct']:.0f}% busy before)")
         if r["rc"] != 0:
@@ -173,7 +177,7 @@ def measure_decode(video: Path, backend: str, repeat: int, timeout_s: float, log
         r["load_before"] = load
         runs.append(r)
         j = r["json"] or {}
-        log(f"  decode {backend:6s} #{i + 1}: {'ok' if r['rc'] == 0 else 'FAILED rc=%s' % r['rc']} "
+        log(f"  decode {backend:6s} #{i + 1}: {_status(r)} "
             f"loop {j.get('decode_s', float('nan')):.1f} s, {j.get('frames', 0)} frames, "
             f"peak RSS {r['maxrss_mb']:.0f} MB")
         if r["rc"] != 0:
@@ -413,9 +417,10 @@ def _versions(fer_python: Path | None) -> dict:
     if fer_python is not None and fer_python.exists():
         try:
             out["peer"] = subprocess.run(
-                [str(fer_python), "-c", "from importlib.metadata import version as v;"
+                [str(fer_python), "-c", ("from importlib.metadata import version as v;"
                  "print(' '.join(p + '=' + v(p) for p in ('fer','tensorflow-cpu','torch','facenet-pytorch',"
-                 "'opencv-contrib-python')))"], capture_output=True, text=True, timeout=60).stdout.strip()
+                 "'opencv-contrib-python')))")], capture_output=True, text=True, timeout=60,
+                check=False).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             out["peer"] = None
     return out
