@@ -71,3 +71,45 @@ def test_train_config_rejects_unknown_keys(tmp_path):
 
     with pytest.raises(ValidationError):
         TrainConfig.from_yaml("configs/train/fer2013_vgg.yaml", {"optim.epochz": 3})
+
+
+def test_warm_start_reproduces_the_exported_model():
+    """The shipped ONNX model's weights, put back into a torch backbone, give the same probabilities (eval mode) on
+    real PrivateTest faces, and its BatchNorm layers carry the measured input statistics."""
+    pytest.importorskip("torch")
+    import onnxruntime as ort
+    import torch
+
+    from fer_pipeline.classify import ModelSpec
+    from fer_pipeline.config import DEFAULT_MODEL
+    from fer_pipeline.training.backbones import build_backbone
+    from fer_pipeline.training.warmstart import load_vgg_from_onnx, onnx_mean_std
+
+    card = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    kwargs = {k: v for k, v in card["backbone"].items() if k in ("widths", "convs_per_stage", "dropout")}
+    tr = load_fer2013(SHARED / "fer2013.zip", "train")
+    te = load_fer2013(SHARED / "fer2013.zip", "private-test")
+    x = te.images[np.random.default_rng(1).permutation(len(te))[:300]]
+    mean, std = onnx_mean_std(DEFAULT_MODEL)
+    bb = build_backbone("vgg", num_classes=len(ModelSpec.load(DEFAULT_MODEL).labels), **kwargs)
+    calib = tr.images[np.random.default_rng(0).permutation(len(tr))[:1024]]
+    load_vgg_from_onnx(bb, DEFAULT_MODEL, calib, mean, std)
+    bb.eval()
+    with torch.no_grad():
+        p_torch = torch.softmax(bb((torch.from_numpy(x)[:, None].float() / 255 - mean) / std), 1).numpy()
+    p_onnx = ort.InferenceSession(str(DEFAULT_MODEL)).run(None, {"input": x[:, None].astype(np.float32) / 255})[0]
+    np.testing.assert_allclose(p_torch, p_onnx, atol=1e-4)
+    bn = next(m for m in bb.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert float(bn.running_var.min()) > 0 and not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+    wrong = build_backbone("vgg", num_classes=7, widths=[16, 32], convs_per_stage=1)
+    with pytest.raises(ValueError, match="do not match"):
+        load_vgg_from_onnx(wrong, DEFAULT_MODEL, calib[:64], mean, std)
+
+
+def test_precision_auto_follows_the_cpu_flags():
+    from fer_pipeline.training.train import resolve_precision
+
+    assert resolve_precision("auto", "flags : fpu avx2 avx512f avx512_vnni") == "32-true"
+    assert resolve_precision("auto", "flags : fpu avx2 avx512f avx512_bf16") == "bf16-mixed"
+    assert resolve_precision("32-true", "flags : amx_bf16") == "32-true"

@@ -23,20 +23,26 @@ def _conv_bn(cin: int, cout: int) -> nn.Sequential:
 
 
 @register("vgg")
-def vgg(num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256), convs_per_stage: int = 2,
-        dropout: float = 0.3, in_channels: int = 1) -> nn.Module:
+def vgg(num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256),
+        convs_per_stage: int | tuple[int, ...] = 2, dropout: float = 0.3, in_channels: int = 1) -> nn.Module:
     """VGG-style CNN: stages of ``convs_per_stage`` conv3x3+BN+ReLU, max-pool between stages, global average pool,
     dropout, linear head.
+
+    ``convs_per_stage`` is one count for every stage or one count per stage (e.g. ``[2, 2, 3, 3]``: the deeper,
+    low-resolution stages are cheap per layer on a 48x48 input).
 
     A compact version of the VGG variant of Khaireddin & Chen 2021 ("Facial Emotion Recognition: State of the Art
     Performance on FER2013", arXiv 2105.03588), sized for CPU training.
 
     Input ``(B, in_channels, 48, 48) float32`` (standardised), output ``(B, num_classes)`` logits.
     """
+    counts = [convs_per_stage] * len(widths) if isinstance(convs_per_stage, int) else list(convs_per_stage)
+    if len(counts) != len(widths):
+        raise ValueError(f"convs_per_stage has {len(counts)} entries for {len(widths)} stages")
     layers: list[nn.Module] = []
     cin = in_channels
-    for i, w in enumerate(widths):
-        for _ in range(convs_per_stage):
+    for i, (w, n) in enumerate(zip(widths, counts)):
+        for _ in range(n):
             layers.append(_conv_bn(cin, w))
             cin = w
         if i < len(widths) - 1:

@@ -28,7 +28,7 @@ def _wrapper(module, tta: bool):
     class Exported(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.backbone = module.backbone
+            self.backbone = module.inference_backbone
             self.mean, self.std = module.mean, module.std
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,6 +119,9 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
         "training": json.loads(cfg.model_dump_json()),
         "data": {"path": str(data_path), "sha256": sha256_file(data_path) if data_path.is_file() else None,
                  "fingerprint": _Source(data_path).fingerprint() if data_path.exists() else None},
+        "init_from": None if cfg.init_from is None else {
+            "path": str(cfg.init_from),
+            "sha256": sha256_file(cfg.init_from) if Path(cfg.init_from).is_file() else None},
         "metrics": metrics,
         "onnx_vs_torch_max_abs_diff": max_diff,
         "opset": opset,

@@ -17,6 +17,9 @@ from fer_pipeline.training.data import ImageSet
 
 logger = logging.getLogger(__name__)
 
+SCHEDULES = ("onecycle", "cosine", "constant")
+"""Learning-rate schedules of :class:`EmotionClassifier` (``optim.schedule`` in the recipes)."""
+
 
 @dataclass
 class AugmentConfig:
@@ -101,18 +104,33 @@ class EmotionClassifier(L.LightningModule):
     (of the training set), augments during training and evaluates with horizontal-flip test-time augmentation
     (softmax averaged over the image and its mirror).
 
-    Optimiser: SGD with Nesterov momentum and a OneCycle learning-rate schedule (Smith & Topin 2019) over the whole
-    run; loss: cross-entropy with label smoothing and optional class weights, or soft cross-entropy on vote
+    Optimiser: SGD with Nesterov momentum and, by ``schedule``, a OneCycle learning-rate schedule (Smith & Topin 2019)
+    over the whole run, a cosine decay from ``lr`` to 0, or a constant ``lr`` (fine-tuning with weight averaging,
+    as in SWA, Izmailov et al. 2018); loss: cross-entropy with label smoothing and optional class weights, or soft cross-entropy on vote
     distributions when the targets are ``(B,C)`` floats.
+
+    With ``ema_decay`` in (0, 1) an exponential moving average of the weights and BN statistics
+    (``torch.optim.swa_utils.AveragedModel``, updated after every optimiser step) is what validation, evaluation and
+    export use (:attr:`inference_backbone`); the raw weights are only trained.
     """
 
     def __init__(self, backbone: nn.Module, labels: tuple[str, ...], mean: float, std: float, lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
                  loss_weights: torch.Tensor | None = None, augment: dict | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, ema_decay: float = 0.0, schedule: str = "onecycle") -> None:
         super().__init__()
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         self.save_hyperparameters(ignore=["backbone", "loss_weights"])
         self.backbone = backbone.to(memory_format=torch.channels_last)
+        self.ema = None
+        if ema_decay > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.backbone, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema.requires_grad_(False)
         self.labels = tuple(labels)
         self.mean, self.std = float(mean), float(std)
         self.augment = AugmentConfig(**(augment or {}))
@@ -129,13 +147,23 @@ class EmotionClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # standardised input -> logits
         return self.backbone(x)
 
+    @property
+    def inference_backbone(self) -> nn.Module:
+        """The weights to evaluate and export: the EMA copy when ``ema_decay`` > 0, else the trained backbone."""
+        return self.ema.module if self.ema is not None else self.backbone
+
     def predict_proba(self, x_uint8: torch.Tensor, tta: bool = True) -> torch.Tensor:
         """``(B,1,H,W) uint8`` -> ``(B,C) float32`` probabilities (flip-TTA averaged when ``tta``)."""
+        net = self.inference_backbone
         x = self.normalise(x_uint8)
-        p = F.softmax(self(x).float(), 1)
+        p = F.softmax(net(x).float(), 1)
         if tta:
-            p = (p + F.softmax(self(x.flip(-1)).float(), 1)) / 2
+            p = (p + F.softmax(net(x.flip(-1)).float(), 1)) / 2
         return p
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.backbone)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -178,6 +206,12 @@ class EmotionClassifier(L.LightningModule):
         opt = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}],
                               lr=hp.lr, momentum=hp.momentum, nesterov=True)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr,
-                                                    total_steps=int(self.trainer.estimated_stepping_batches))
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = hp.get("schedule", "onecycle")
+        if schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total)
+        elif schedule == "cosine":
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        else:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
