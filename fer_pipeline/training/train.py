@@ -78,6 +78,10 @@ class TrainConfig(BaseModel):
     imbalance: ImbalanceConfig = Field(default_factory=ImbalanceConfig)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     export_onnx: Path | None = Field(None, description="write the best model here as ONNX + model card")
+    export_int8: bool = Field(False, description="ship the int8 quantization of the exported graph (calibrated on "
+                              "1,024 training images; fer_pipeline.training.quantize)")
+    export_tta: bool = Field(False, description="bake horizontal-flip test-time augmentation into the exported "
+                             "graph (2x the cost per face)")
     init_from: Path | None = Field(None, description="warm start: an ONNX model exported by this project (same vgg "
                                    "backbone) whose weights start the run (fer_pipeline.training.warmstart)")
 
@@ -201,5 +205,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.export_onnx:
         from fer_pipeline.training.export import export_onnx
 
-        export_onnx(best, cfg, metrics, Path(cfg.export_onnx))
+        calib = None
+        if cfg.export_int8:
+            calib = tr.images[np.random.default_rng(cfg.seed + 1).permutation(len(tr))[:1024]]
+        export_onnx(best, cfg, metrics, Path(cfg.export_onnx), tta=cfg.export_tta, int8_calib=calib,
+                    eval_sets={"val": va, "test": te})
     return metrics

@@ -38,6 +38,26 @@ def onnx_mean_std(path: str | Path) -> tuple[float, float]:
     return float(mean), float(std)
 
 
+def _weights(model) -> dict[str, np.ndarray]:
+    """Float arrays of the graph's initializers and of the outputs of ``DequantizeLinear`` nodes over initializers
+    (the weights of an int8 QDQ model, :mod:`fer_pipeline.training.quantize`), by tensor name."""
+    from onnx import numpy_helper
+
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in arrays:
+            q = arrays[n.input[0]].astype(np.float64)
+            scale = arrays[n.input[1]].astype(np.float64)
+            zero = arrays[n.input[2]].astype(np.float64) if len(n.input) > 2 and n.input[2] else 0.0
+            axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+            if np.ndim(scale) == 1 and q.ndim > 1:  # per-channel along `axis`
+                shape = [1] * q.ndim
+                shape[axis] = -1
+                scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
+            arrays[n.output[0]] = ((q - zero) * scale).astype(np.float32)
+    return arrays
+
+
 def load_vgg_from_onnx(backbone, path: str | Path, calib: np.ndarray, mean: float, std: float,
                        load_head: bool = True) -> None:
     """Copy the weights of an exported ONNX model into ``backbone`` in place (see the module docstring).
@@ -45,7 +65,7 @@ def load_vgg_from_onnx(backbone, path: str | Path, calib: np.ndarray, mean: floa
     Args:
         backbone: a ``vgg`` backbone (:func:`fer_pipeline.training.backbones.vgg`) with the same widths and conv
             counts as the exported one.
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file (fp32, or its int8 QDQ quantization: weights are dequantized).
         calib: ``(N, 48, 48) uint8`` grayscale training images (a few thousand) to measure BatchNorm statistics.
         mean, std: the standardisation of the inputs (the exported model's, :func:`onnx_mean_std`).
         load_head: also copy the final linear layer; False when the new model has other classes (e.g. FER+), the
@@ -56,11 +76,10 @@ def load_vgg_from_onnx(backbone, path: str | Path, calib: np.ndarray, mean: floa
     """
     import onnx
     import torch
-    from onnx import numpy_helper
     from torch import nn
 
     model = onnx.load(str(path))
-    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    init = _weights(model)
     convs_onnx = [(init[n.input[1]], init[n.input[2]]) for n in model.graph.node if n.op_type == "Conv"]
     gemm = next((n for n in model.graph.node if n.op_type == "Gemm"), None)
     convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
