@@ -10,6 +10,10 @@ Definitions (ARCHITECTURE.md, the contract users rely on):
 * audience ``p_<label>`` are means over viewers (each viewer weighs the same, however many samples it has);
   ``share_<label>`` is the fraction of viewers whose dominant emotion in that second is the label.
   Seconds of the video with no viewer have ``viewers = 0`` and NaN figures.
+* timeline ``attention`` is the fraction of the track's samples in that second whose face was ``attentive`` (facing
+  the camera, see :mod:`fer_pipeline.headpose`), in [0, 1]; audience ``attention`` is its mean over the viewers
+  present, i.e. the share of viewers attentive (a viewer attentive in 3 of 5 samples counts as 0.6 of a viewer).
+  NaN when the faces carry no ``attentive`` column (tables from before head pose existed).
 """
 
 from __future__ import annotations
@@ -51,17 +55,20 @@ def timeline(faces: pd.DataFrame, labels) -> pd.DataFrame:
         labels: model labels in order.
 
     Returns:
-        Columns ``track_id, second, n_samples, p_<label>..., emotion, valence, expressiveness``, sorted by track then
-        second; empty (with those columns) when ``faces`` is empty.
+        Columns ``track_id, second, n_samples, p_<label>..., emotion, valence, expressiveness, attention``, sorted by
+        track then second; empty (with those columns) when ``faces`` is empty. ``attention`` (fraction of samples
+        attentive, [0, 1]) is NaN when ``faces`` has no ``attentive`` column.
     """
     pcols = prob_columns(labels)
-    cols = ["track_id", "second", "n_samples", *pcols, "emotion", "valence", "expressiveness"]
+    cols = ["track_id", "second", "n_samples", *pcols, "emotion", "valence", "expressiveness", "attention"]
     if len(faces) == 0:
         return _empty(cols, pcols)
     df = faces[["track_id", "timestamp_s", *pcols]].copy()
+    df["attention"] = (faces["attentive"].astype(np.float64).to_numpy() if "attentive" in faces.columns
+                       else np.nan)
     df["second"] = np.floor(df["timestamp_s"].to_numpy()).astype(np.int64)
     g = df.groupby(["track_id", "second"], sort=True)
-    out = g[pcols].mean()
+    out = g[pcols + ["attention"]].mean()
     out.insert(0, "n_samples", g.size())
     out = out.reset_index()
     p = out[pcols].to_numpy()
@@ -81,7 +88,8 @@ def audience(tl: pd.DataFrame, labels, duration_s: float) -> pd.DataFrame:
             ``tl`` holds).
 
     Returns:
-        Columns ``second, viewers, p_<label>..., share_<label>..., valence, expressiveness``.
+        Columns ``second, viewers, p_<label>..., share_<label>..., valence, expressiveness, attention``
+        (``attention``: mean of the viewers' timeline ``attention`` = share of viewers facing the camera, [0, 1]).
     """
     pcols = prob_columns(labels)
     scols = [f"share_{lab}" for lab in labels]
@@ -94,6 +102,8 @@ def audience(tl: pd.DataFrame, labels, duration_s: float) -> pd.DataFrame:
         g = tl.groupby("second")
         out["viewers"] = g.size()
         means = g[pcols].mean()
+        means["attention"] = (g["attention"].mean() if "attention" in tl.columns
+                              else pd.Series(np.nan, index=means.index))
         dom = pd.get_dummies(tl["emotion"]).reindex(columns=list(labels), fill_value=0).astype(np.float64)
         dom["second"] = tl["second"].to_numpy()
         shares = dom.groupby("second")[list(labels)].mean()
@@ -101,13 +111,13 @@ def audience(tl: pd.DataFrame, labels, duration_s: float) -> pd.DataFrame:
         out = out.join(means).join(shares)
     else:
         out["viewers"] = 0
-        for c in pcols + scols:
+        for c in pcols + scols + ["attention"]:
             out[c] = np.nan
     out["viewers"] = out["viewers"].fillna(0).astype(np.int64)
     p = out[pcols].to_numpy(np.float64)
     out["valence"] = valence(p, labels)
     out["expressiveness"] = expressiveness(p, labels)
-    return out.reset_index()[["second", "viewers", *pcols, *scols, "valence", "expressiveness"]]
+    return out.reset_index()[["second", "viewers", *pcols, *scols, "valence", "expressiveness", "attention"]]
 
 
 def _empty(cols: list[str], pcols: list[str]) -> pd.DataFrame:

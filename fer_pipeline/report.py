@@ -5,7 +5,7 @@ can re-render a run long after it was analysed. Layout of what is written::
 
     OUT/index.html                  every video of the run, sortable, failed/skipped files with their reasons
     OUT/reports/<video_id>.html     one report per ``ok`` video
-    OUT/reports/plotly.min.js       plotly.js, copied once from the installed ``plotly`` package
+    OUT/reports/plotly.min.js       plotly.js (cartesian bundle, fer_pipeline/static/), copied once
 
 The reports make no network request: plotly.js is referenced by a relative ``<script src>``, the data is inline JSON,
 CSS is inline, and there are no external fonts or images (thumbnails, when given, are relative paths).
@@ -16,7 +16,8 @@ can be tested without rendering anything.
 
 Conventions: ``second`` is the integer start of the window ``[second, second + 1)`` in video time; probabilities and
 shares are fractions in [0, 1]; ``valence`` = p_happy - (p_angry + p_disgust + p_fear + p_sad) in [-1, 1];
-``expressiveness`` = 1 - p_neutral in [0, 1].
+``expressiveness`` = 1 - p_neutral in [0, 1]; ``attention`` = share of viewers facing the camera in [0, 1] (absent
+from tables written before head pose existed: then shown as "—").
 """
 
 from __future__ import annotations
@@ -161,17 +162,19 @@ def audience_from_timeline(timeline: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         One row per second with ``second``, ``viewers`` (distinct tracks), mean ``p_<label>``, ``share_<label>``
-        (fraction of viewers whose dominant emotion is the label), ``valence`` and ``expressiveness`` (means).
+        (fraction of viewers whose dominant emotion is the label), ``valence``, ``expressiveness`` and
+        ``attention`` (means; ``attention`` only when the timeline has it).
         Sorted by ``second``; empty (with those columns) for an empty timeline.
     """
     timeline = with_derived_columns(timeline)
     labels = emotion_labels(timeline.columns)
     cols = (["second", "viewers"] + [PROB_PREFIX + x for x in labels] + [SHARE_PREFIX + x for x in labels]
-            + ["valence", "expressiveness"])
+            + ["valence", "expressiveness", "attention"])
     if timeline.empty or "second" not in timeline.columns:
         return pd.DataFrame(columns=cols)
     g = timeline.groupby("second", sort=True)
-    out = g[[PROB_PREFIX + x for x in labels] + [c for c in ("valence", "expressiveness") if c in timeline]].mean()
+    out = g[[PROB_PREFIX + x for x in labels]
+            + [c for c in ("valence", "expressiveness", "attention") if c in timeline]].mean()
     out.insert(0, "viewers", g["track_id"].nunique() if "track_id" in timeline else g.size())
     if "emotion" in timeline.columns:
         counts = pd.crosstab(timeline["second"], timeline["emotion"])
@@ -281,16 +284,16 @@ def peak_trough(audience: pd.DataFrame, column: str = "valence",
 
 
 def opening_hook(audience: pd.DataFrame, seconds: float = HOOK_S) -> dict[str, Any]:
-    """Mean expressiveness and valence over the first ``seconds`` of the video (the "hook").
+    """Mean expressiveness, valence and attention over the first ``seconds`` of the video (the "hook").
 
     Seconds ``s`` with ``s < seconds`` count, each weighted by its viewers (i.e. the mean over viewer-seconds).
 
     Returns:
-        ``{"seconds": float, "expressiveness": float | None, "valence": float | None}``.
+        ``{"seconds": float, "expressiveness": float | None, "valence": float | None, "attention": float | None}``.
     """
     window = audience.loc[audience["second"] < seconds] if "second" in audience.columns else audience.iloc[:0]
     return {"seconds": float(seconds), "expressiveness": weighted_mean(window, "expressiveness"),
-            "valence": weighted_mean(window, "valence")}
+            "valence": weighted_mean(window, "valence"), "attention": weighted_mean(window, "attention")}
 
 
 def peak_end(audience: pd.DataFrame, end_s: float = END_S, duration_s: float | None = None,
@@ -354,10 +357,11 @@ def viewer_summary(timeline: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         Columns ``track_id``, ``first_second``, ``last_second``, ``seconds`` (number of seconds seen), ``valence``,
-        ``expressiveness`` (means over that viewer's seconds), ``smiled`` (bool: ``happy`` dominant in >= 1 second)
+        ``expressiveness``, ``attention`` (means over that viewer's seconds; NaN without head pose), ``smiled`` (bool: ``happy`` dominant in >= 1 second)
         and ``emotion`` (their most frequent dominant emotion); sorted by ``seconds`` descending, then ``track_id``.
     """
-    cols = ["track_id", "first_second", "last_second", "seconds", "valence", "expressiveness", "smiled", "emotion"]
+    cols = ["track_id", "first_second", "last_second", "seconds", "valence", "expressiveness", "attention", "smiled",
+            "emotion"]
     if timeline.empty or "track_id" not in timeline.columns:
         return pd.DataFrame(columns=cols)
     tl = with_derived_columns(timeline)
@@ -368,6 +372,7 @@ def viewer_summary(timeline: pd.DataFrame) -> pd.DataFrame:
         "seconds": g["second"].nunique(),
         "valence": g["valence"].mean() if "valence" in tl else np.nan,
         "expressiveness": g["expressiveness"].mean() if "expressiveness" in tl else np.nan,
+        "attention": g["attention"].mean() if "attention" in tl else np.nan,
     })
     if "emotion" in tl.columns:
         emo = tl["emotion"].astype(object)
@@ -398,7 +403,8 @@ def headline_figures(timeline: pd.DataFrame, audience: pd.DataFrame, duration_s:
         A dict with
         ``labels`` (list[str]), ``viewers`` (distinct tracks, int), ``peak_viewers`` (most viewers in one second),
         ``seconds_with_viewers`` (int), ``mean_valence`` in [-1, 1] and ``mean_expressiveness`` in [0, 1] (means over
-        viewer-seconds, i.e. over timeline rows), ``smiled_share`` in [0, 1] (see :func:`smiled_share`),
+        viewer-seconds, i.e. over timeline rows), ``mean_attention`` in [0, 1] (share of viewer-seconds facing the
+        camera; ``None`` for tables without head pose), ``smiled_share`` in [0, 1] (see :func:`smiled_share`),
         ``emotion_mix`` ({label: fraction}), ``dominant_emotion`` and ``dominant_expression`` (largest share of the
         mix, the latter ignoring ``neutral``), ``peak`` / ``trough`` (valence, see :func:`peak_trough`), ``hook``
         (:func:`opening_hook`), ``peak_end`` (:func:`peak_end`), ``low_confidence_threshold`` (int) and
@@ -414,10 +420,12 @@ def headline_figures(timeline: pd.DataFrame, audience: pd.DataFrame, duration_s:
         viewers: int | None = int(timeline["track_id"].nunique())
         mean_valence = weighted_mean(timeline, "valence", weights=None)
         mean_expr = weighted_mean(timeline, "expressiveness", weights=None)
+        mean_att = weighted_mean(timeline, "attention", weights=None)
     else:
         viewers = None
         mean_valence = weighted_mean(audience, "valence")
         mean_expr = weighted_mean(audience, "expressiveness")
+        mean_att = weighted_mean(audience, "attention")
     has_viewers = "viewers" in audience.columns and not audience.empty
     peak_viewers = int(pd.to_numeric(audience["viewers"]).max()) if has_viewers else None
     seconds_with_viewers = int((pd.to_numeric(audience["viewers"]) > 0).sum()) if has_viewers else None
@@ -432,6 +440,7 @@ def headline_figures(timeline: pd.DataFrame, audience: pd.DataFrame, duration_s:
         "seconds_with_viewers": seconds_with_viewers,
         "mean_valence": mean_valence,
         "mean_expressiveness": mean_expr,
+        "mean_attention": mean_att,
         "smiled_share": smiled_share(timeline),
         "emotion_mix": mix,
         "dominant_emotion": dominant(mix),
@@ -511,12 +520,20 @@ def _jsonable(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+PLOTLY_BUNDLE = Path(__file__).resolve().parent / "static" / "plotly-cartesian.min.js"
+"""plotly.js's "cartesian" partial bundle (1.5 MB; every trace type the reports use), vendored from npm
+(``fer_pipeline/static/README.md``). It parses in about half the time of the full 4.8 MB bundle."""
+
+
 def _plotly_js_source() -> bytes:
-    """The minified plotly.js bundled with the installed ``plotly`` package (no network).
+    """The minified plotly.js the reports load: the vendored cartesian bundle, else the full bundle of the installed
+    ``plotly`` package (no network either way).
 
     Raises:
-        OSError: neither the packaged file nor ``plotly.offline.get_plotlyjs`` is available.
+        OSError: neither bundle is available.
     """
+    if PLOTLY_BUNDLE.is_file():
+        return PLOTLY_BUNDLE.read_bytes()
     try:
         from importlib.resources import files
 
@@ -684,8 +701,10 @@ def _model_card_summary(card: Mapping[str, Any] | None) -> dict[str, Any] | None
 
 
 def _chart_data(timeline: pd.DataFrame, audience: pd.DataFrame, head: dict[str, Any],
-                duration_s: float | None) -> dict[str, Any]:
-    """Everything the charts need, as plain lists (rounded to 4 decimals to keep the HTML small)."""
+                duration_s: float | None, track_thumbs: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Everything the charts need, as plain lists (rounded to 4 decimals to keep the HTML small).
+
+    ``track_thumbs`` maps ``str(track_id)`` to a relative thumbnail path, shown beside the heatmap's rows."""
     labels = head["labels"]
     colors = label_colors(labels)
     last = int(audience["second"].max()) if not audience.empty else -1
@@ -707,7 +726,7 @@ def _chart_data(timeline: pd.DataFrame, audience: pd.DataFrame, head: dict[str, 
     thr = head["low_confidence_threshold"]
     low = [0 < v < thr for v in viewers]
 
-    heat: dict[str, Any] = {"tracks": [], "z": [], "p": []}
+    heat: dict[str, Any] = {"tracks": [], "z": [], "p": [], "thumbs": []}
     if not timeline.empty and labels:
         tl = timeline
         order = (tl.groupby("track_id")["second"].min().reset_index().sort_values(["second", "track_id"])["track_id"])
@@ -724,7 +743,8 @@ def _chart_data(timeline: pd.DataFrame, audience: pd.DataFrame, head: dict[str, 
             k = label_index[e]
             z[t][j] = k
             p[t][j] = None if math.isnan(probs[i, k]) else round(float(probs[i, k]), 3)
-        heat = {"tracks": [f"#{_clean(t)}" for t in order], "z": [z[t] for t in order], "p": [p[t] for t in order]}
+        heat = {"tracks": [f"#{_clean(t)}" for t in order], "z": [z[t] for t in order], "p": [p[t] for t in order],
+                "thumbs": [(track_thumbs or {}).get(str(_clean(t))) for t in order]}
 
     return {
         "labels": labels,
@@ -739,6 +759,8 @@ def _chart_data(timeline: pd.DataFrame, audience: pd.DataFrame, head: dict[str, 
         "share": [col(prefix + x) for x in labels],
         "valence": col("valence"),
         "expressiveness": col("expressiveness"),
+        "attention": col("attention"),
+        "hasAttention": "attention" in au.columns and bool(au["attention"].notna().any()),
         "heatmap": heat,
         "mix": [round(head["emotion_mix"].get(x, float("nan")), 4) if x in head["emotion_mix"] else None
                 for x in labels],
@@ -786,19 +808,20 @@ def _video_context(video: Mapping[str, Any], timeline: pd.DataFrame, audience: p
         viewer_rows.append({
             "track_id": tid, "first": _clean(row.first_second), "last": _clean(row.last_second),
             "seconds": _clean(row.seconds), "valence": _clean(row.valence),
-            "expressiveness": _clean(row.expressiveness), "smiled": bool(row.smiled),
+            "expressiveness": _clean(row.expressiveness), "attention": _clean(row.attention),
+            "smiled": bool(row.smiled),
             "emotion": _clean(row.emotion), "thumb": track_thumbs.get(str(tid)),
         })
 
     moments = []
-    for key, title in (("peak", "Most positive moment"), ("trough", "Most negative moment")):
+    for key, title in (("peak", "Highest valence"), ("trough", "Lowest valence")):
         m = head[key]
         if m is not None:
             moments.append({"title": title, "second": m["second"], "value": m["value"], "viewers": m["viewers"],
                             "thumb": moment_thumbs.get(m["second"])})
     pe = head["peak_end"]
     if pe["peak_second"] is not None:
-        moments.append({"title": f"Most {pe['label']} moment", "second": pe["peak_second"], "value": None,
+        moments.append({"title": f"Peak {pe['label']}", "second": pe["peak_second"], "value": None,
                         "p": pe["peak"], "viewers": None, "thumb": moment_thumbs.get(pe["peak_second"])})
     used = {m["second"] for m in moments}
     frames = [{"second": s, "thumb": r} for s, r in sorted(moment_thumbs.items()) if s not in used][:24]
@@ -822,7 +845,7 @@ def _video_context(video: Mapping[str, Any], timeline: pd.DataFrame, audience: p
         "viewers_total": len(viewers),
         "has_data": not audience.empty,
         "card": _model_card_summary(model_card),
-        "chart_json": json_for_script(_chart_data(timeline, audience, head, duration)),
+        "chart_json": json_for_script(_chart_data(timeline, audience, head, duration, track_thumbs)),
         "plotly_src": PLOTLY_JS_NAME,
         "generated": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip(),
         "hook_s": HOOK_S,
@@ -923,6 +946,7 @@ def _index_context(videos: pd.DataFrame, reports: Mapping[str, str],
             "report_error": _first_line(report_errors.get(vid)) or None,
             "duration": duration, "viewers": viewers,
             "valence": h.get("mean_valence"), "expressiveness": h.get("mean_expressiveness"),
+            "attention": h.get("mean_attention"),
             "smiled": h.get("smiled_share"),
             "dominant": h.get("dominant_emotion"), "expression": h.get("dominant_expression"),
             "peak_second": peak["second"] if peak else None,

@@ -33,14 +33,17 @@ def faces_schema(labels) -> pa.Schema:
     return pa.schema([("frame_index", pa.int64()), ("timestamp_s", pa.float64()), ("track_id", pa.int64()),
                       ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32()),
                       ("det_score", pa.float32()), *[(f"p_{lab}", pa.float32()) for lab in labels],
-                      ("emotion", pa.string())])
+                      ("emotion", pa.string()),
+                      # head pose (degrees; fer_pipeline/headpose.py) and facing the camera within the limits
+                      ("yaw", pa.float32()), ("pitch", pa.float32()), ("roll", pa.float32()),
+                      ("attentive", pa.bool_())])
 
 
 def timeline_schema(labels) -> pa.Schema:
     """Schema of ``timeline`` (without ``video_id``)."""
     return pa.schema([("track_id", pa.int64()), ("second", pa.int64()), ("n_samples", pa.int64()),
                       *[(f"p_{lab}", pa.float32()) for lab in labels], ("emotion", pa.string()),
-                      ("valence", pa.float32()), ("expressiveness", pa.float32())])
+                      ("valence", pa.float32()), ("expressiveness", pa.float32()), ("attention", pa.float32())])
 
 
 def audience_schema(labels) -> pa.Schema:
@@ -48,7 +51,7 @@ def audience_schema(labels) -> pa.Schema:
     return pa.schema([("second", pa.int64()), ("viewers", pa.int64()),
                       *[(f"p_{lab}", pa.float32()) for lab in labels],
                       *[(f"share_{lab}", pa.float32()) for lab in labels],
-                      ("valence", pa.float32()), ("expressiveness", pa.float32())])
+                      ("valence", pa.float32()), ("expressiveness", pa.float32()), ("attention", pa.float32())])
 
 
 VIDEOS_SCHEMA = pa.schema([

@@ -57,3 +57,18 @@ def test_valence_range():
     p = rng.dirichlet(np.ones(7), size=1000)
     v = valence(p, LABELS)
     assert v.min() >= -1 and v.max() <= 1
+
+
+def test_attention_is_share_of_samples_then_mean_over_viewers():
+    # second 0: track 1 attentive in 3 of 4 samples, track 2 in 0 of 1 -> timeline 0.75 and 0.0, audience 0.375
+    f = _faces([(1, 0.0, 6), (1, 0.2, 6), (1, 0.4, 6), (1, 0.6, 6), (2, 0.1, 6), (1, 1.0, 6)])
+    f["attentive"] = [True, True, False, True, False, True]
+    tl = timeline(f, LABELS)
+    assert list(tl.columns[-1:]) == ["attention"]
+    assert tl.attention.tolist() == pytest.approx([0.75, 1.0, 0.0])
+    au = audience(tl, LABELS, duration_s=3.0)
+    assert au.attention.iloc[:2].tolist() == pytest.approx([0.375, 1.0]) and np.isnan(au.attention.iloc[2])
+    # tables without head pose: NaN attention, nothing else changes
+    tl_old = timeline(f.drop(columns=["attentive"]), LABELS)
+    assert tl_old.attention.isna().all()
+    pd.testing.assert_frame_equal(tl_old.drop(columns=["attention"]), tl.drop(columns=["attention"]))

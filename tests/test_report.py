@@ -334,3 +334,40 @@ def test_read_dataset_keeps_video_ids_as_strings(tmp_path: Path):
     assert one["video_id"].tolist() == ["0001", "0001"] and sorted(one["second"]) == [0, 1]
     assert report._read_dataset(tmp_path / "audience", "missing").empty
     assert report._read_dataset(tmp_path / "nothing-here").empty
+
+
+def test_attention_headline_index_and_viewer_rows(tmp_path: Path):
+    tl = _timeline("v")
+    rng = np.random.default_rng(5)
+    tl["attention"] = rng.choice([0.0, 0.2, 1.0], len(tl))
+    au = _audience(tl)
+    au["attention"] = tl.groupby("second")["attention"].mean().to_numpy()
+    h = headline_figures(tl, au, duration_s=12.0)
+    assert h["mean_attention"] == pytest.approx(tl["attention"].mean())
+    assert h["hook"]["attention"] == pytest.approx(tl.loc[tl.second < 8, "attention"].mean())
+    # rebuilt from the timeline alone, and absent for tables written before head pose existed
+    assert headline_figures(tl, pd.DataFrame())["mean_attention"] == pytest.approx(tl["attention"].mean())
+    assert headline_figures(tl.drop(columns=["attention"]), au.drop(columns=["attention"]))["mean_attention"] is None
+
+    thumbs = {"tracks": {1: "thumbs/v/track-1.jpg", 3: "thumbs/v/track-3.jpg"}}
+    out = render_video_report(_video_row("v", "/x/v.mp4"), tl, au, tmp_path / "reports" / "v.html",
+                              thumbnails=thumbs)
+    html = out.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', html, re.DOTALL).group(1))
+    assert data["hasAttention"] and data["attention"] == pytest.approx(au["attention"].round(4).tolist())
+    assert data["heatmap"]["thumbs"] == ["thumbs/v/track-1.jpg", None, "thumbs/v/track-3.jpg"]
+    shown = f"{100 * tl['attention'].mean():.0f}%"
+    assert shown in html
+    idx = render_index(pd.DataFrame([_video_row("v", "/x/v.mp4")]), tmp_path / "index.html",
+                       {"v": "reports/v.html"}, {"v": h}).read_text(encoding="utf-8")
+    assert "Attention" in idx and shown in idx
+    # tables without attention: the report still renders, showing a dash
+    old = render_video_report(_video_row("v", "/x/v.mp4"), tl.drop(columns=["attention"]),
+                              au.drop(columns=["attention"]), tmp_path / "old.html").read_text(encoding="utf-8")
+    assert "no head pose in these tables" in old
+
+
+def test_index_shows_the_whole_video_id(run_dir: Path):
+    render_all(run_dir)
+    idx = (run_dir / "index.html").read_text(encoding="utf-8")
+    assert ">vid-evil</div>" in idx and ">vid-a</div>" in idx

@@ -21,6 +21,9 @@ def _tables(seed):
     for j, lab in enumerate(LABELS):
         faces[f"p_{lab}"] = p[:, j]
     faces["emotion"] = np.asarray(LABELS)[p.argmax(1)]
+    pose = rng.uniform(-40, 40, (n, 3)).astype(np.float32)
+    faces["yaw"], faces["pitch"], faces["roll"] = pose.T
+    faces["attentive"] = (np.abs(pose[:, 0]) <= 30) & (np.abs(pose[:, 1]) <= 25)
     tl = timeline(faces, LABELS)
     return faces, tl, audience(tl, LABELS, 4.0)
 
