@@ -4,6 +4,9 @@ peak RSS is per run). Prints one JSON object on the last stdout line.
     .venv/bin/python benchmarks/_child.py ours VIDEO OUT_DIR      # analyze_video + render_all, default PipelineConfig
     .venv/bin/python benchmarks/_child.py decode VIDEO pyav|decord  # iter_batches(sample_fps=5, batch_size=16) only
 
+The decode-only mode uses ``iter_batches``' defaults, i.e. PyAV skips non-reference frames it cannot sample
+(``skip_nonref=True``), as the pipeline does; ``FER_BENCH_DECODE_SKIP=0`` decodes every frame instead.
+
 Timers added here (the pipeline is not changed; these wrap module attributes of ``fer_pipeline.pipeline`` in this
 process only):
 
@@ -95,6 +98,7 @@ def run_ours(video: str, out_dir: str) -> dict:
         "analyze_s": round(t_analyzed - t_loaded, 3),
         "report_s": round(t_reported - t_analyzed, 3),
         "reports_written": len(written),
+        "crop_frames": getattr(models.detector, "n_crop_frames", None),  # frames detected on face crops
         **{k: round(v, 3) for k, v in extra.items()},
         "result": {k: res.get(k) for k in keys},
         "config": cfg.model_dump(mode="json"),
@@ -108,11 +112,12 @@ def run_decode(video: str, backend: str) -> dict:
     meta = probe(video)
     n = 0
     t = time.perf_counter()
-    for batch in iter_batches(video, sample_fps=5, batch_size=16, backend=backend):
+    skip = os.environ.get("FER_BENCH_DECODE_SKIP", "1") != "0"
+    for batch in iter_batches(video, sample_fps=5, batch_size=16, backend=backend, skip_nonref=skip):
         n += len(batch)
     t_end = time.perf_counter()
     return {"import_s": round(t_import - T0, 3), "decode_s": round(t_end - t, 3), "frames": n,
-            "duration_s": meta.duration_s, "backend": backend}
+            "duration_s": meta.duration_s, "backend": backend, "skip_nonref": skip}
 
 
 def main(argv: list[str]) -> int:

@@ -309,14 +309,14 @@ def render_tables(summary: list[dict]) -> str:
                    f"{_f(s.get('ours_rss_mb'), '{:.0f}')} / {_f(s.get('fer_rss_mb'), '{:.0f}')}"])
     stages = ["decode", "decode_wait", "detect", "track", "classify", "thumbnails", "aggregate", "write", "hash",
               "other", "report"]
-    h2 = ["input", "startup s", *[f"{k} s" for k in stages], "analyze s", "CPU cores busy"]
+    h2 = ["input", "startup s", *[f"{k} s" for k in stages], "analyze s", "CPU s", "CPU cores busy"]
     r2 = []
     for s in summary:
         if not s.get("ours_ok"):
             continue
         st = s["stage_s"]
         r2.append([s["input"], _f(s["startup_s"], "{:.2f}"), *[_f(st.get(k), "{:.2f}") for k in stages],
-                   _f(s["analyze_s"], "{:.2f}"), _f(s["ours_cores"], "{:.2f}")])
+                   _f(s["analyze_s"], "{:.2f}"), _f(s.get("ours_cpu_s"), "{:.1f}"), _f(s["ours_cores"], "{:.2f}")])
     return _table(h1, r1) + "\n\nours, seconds per stage (median run):\n\n" + (_table(h2, r2) if r2 else "(none)")
 
 

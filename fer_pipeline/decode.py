@@ -21,14 +21,26 @@ the first one strictly after that frame's timestamp. The output rate is therefor
 correct for variable frame rate. ``sample_fps=None`` or ``<= 0`` keeps every frame. Comparisons use a tolerance of
 ``_TICK_EPS_S`` (0.1 ms) so float rounding of timestamps (decord reports float32) cannot change which frame is kept.
 
-Backends: ``"pyav"`` (the pipeline's default: decodes every frame, converts only kept frames to RGB) and ``"decord"``
-(indexes the file, picks the kept indices from ``get_frame_timestamp`` and decodes them per chunk with ``get_batch``).
-Measured on a 10-minute 720p30 file at 5 Hz (2-core CPU, the other core busy): PyAV decoded 387 s of video in 47 s at
-198 MB peak RSS, decord in 83 s at 748 MB, so the pipeline defaults to PyAV and keeps decord selectable. The
-rotation always comes from :func:`probe` (PyAV reads the display matrix) and is applied with :func:`apply_rotation`.
-:func:`iter_batches` logs a warning and uses PyAV instead of decord when decord cannot open a file that PyAV can, and
-for every rotated file: decord 0.6 mishandles display matrices (it flips 180-degree files itself and returns
-4-channel buffers of the wrong size, turned the same way, for both 90 and 270).
+Skipping (PyAV, ``skip_nonref=True``, the default): H.264/HEVC must decode every *reference* frame to reach the
+sampled ones, but a non-reference frame (most B-frames) is needed by no other frame. The decoder is therefore told,
+packet by packet, to skip non-reference frames except those whose pts lies within one nominal frame interval
+(``1 / meta.fps``) after a sampling tick, which are the only frames the rule above can keep on a constant-rate
+stream: the kept frames, indices and timestamps are exactly those of a full decode, for 22-37% less decode CPU on
+720p30 and 1080p30 x264 files at 5 Hz (``benchmarks/README.md``). On variable frame rate, a tick whose first frame
+lies beyond that window gets the next decoded frame instead (a few frames later at most); its timestamp is still
+its own pts. ``frame_index`` is then derived from pts: the number of the stream's packets (all of them, decoded or
+skipped, but not those the demuxer marks discard) whose pts is lower than the frame's, i.e. its rank in
+presentation order. Skipping is off when ``sample_fps`` keeps every frame or is not below the stream's frame rate,
+and for decord.
+
+Backends: ``"pyav"`` (the pipeline's default: decodes the frames as above, converts only kept frames to RGB) and
+``"decord"`` (indexes the file, picks the kept indices from ``get_frame_timestamp`` and decodes them per chunk with
+``get_batch``). Measured on a 10-minute 720p30 file at 5 Hz (2-core CPU, the other core busy): PyAV decoded 387 s
+of video in 47 s at 198 MB peak RSS, decord in 83 s at 748 MB, so the pipeline defaults to PyAV and keeps decord
+selectable. The rotation always comes from :func:`probe` (PyAV reads the display matrix) and is applied with
+:func:`apply_rotation`. :func:`iter_batches` logs a warning and uses PyAV instead of decord when decord cannot open a
+file that PyAV can, and for every rotated file: decord 0.6 mishandles display matrices (it flips 180-degree files
+itself and returns 4-channel buffers of the wrong size, turned the same way, for both 90 and 270).
 
 Errors: every problem with the input raises :class:`VideoError` (a ``ValueError``) with a one-line reason naming the
 path, e.g. ``"file not found: x.mp4"``, ``"empty file (0 bytes): z.mp4"``, ``"not a video file: x.txt"``,
@@ -38,6 +50,7 @@ errors in the middle of a stream raise as well; a stream is never silently trunc
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from collections.abc import Iterator
@@ -377,7 +390,7 @@ def _probe_pyav(p: Path) -> tuple[VideoMeta, float]:
 # --------------------------------------------------------------------------------------------------------------------
 
 def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: int = 16,
-                 backend: str = "decord") -> Iterator[FrameBatch]:
+                 backend: str = "decord", skip_nonref: bool = True) -> Iterator[FrameBatch]:
     """Stream a video as batches of sampled, upright RGB frames (see the module docstring for the sampling rule).
 
     The file is probed (and validated) before the first batch is produced, so a bad file raises on the first
@@ -391,6 +404,9 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
             of kept frames.
         backend: ``"decord"`` (falls back to PyAV with a warning when decord cannot open the file, and for rotated
             files) or ``"pyav"``.
+        skip_nonref: PyAV: skip decoding non-reference frames that the sampler cannot keep (see "Skipping" in the
+            module docstring); ``False`` decodes every frame. Ignored by decord and when ``sample_fps`` keeps every
+            frame.
 
     Yields:
         ``FrameBatch`` with ``frames`` ``(B, H, W, 3) uint8`` RGB upright (``H, W`` as in :func:`probe`),
@@ -415,7 +431,7 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
             yield from _iter_decord(vr, meta, declared_s, fps, int(batch_size))
             return
         logger.warning("decord cannot open %s; decoding it with PyAV instead", meta.path)
-    yield from _iter_pyav(meta, declared_s, fps, int(batch_size))
+    yield from _iter_pyav(meta, declared_s, fps, int(batch_size), bool(skip_nonref))
 
 
 def _check_complete(meta: VideoMeta, last_ts: float | None, declared_s: float) -> None:
@@ -445,8 +461,60 @@ def _check_complete(meta: VideoMeta, last_ts: float | None, declared_s: float) -
                        meta.duration_s)
 
 
-def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size: int) -> Iterator[FrameBatch]:
-    """PyAV backend: decode every frame in order, convert to RGB only the frames the sampler keeps."""
+class _PtsIndex:
+    """Presentation-order frame index from packet pts, for a decoder that skips some frames.
+
+    Every demuxed packet's pts is recorded (a min-heap); a decoded frame's index is the number of recorded pts
+    smaller than its own, i.e. its rank among *all* frames of the stream in presentation order, whether or not the
+    others were decoded. The heap holds only pts not yet passed by a decoded frame (the decoder's reorder depth plus
+    the skipped frames since the last decoded one), so memory does not grow with the video.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[int] = []
+        self._passed = 0  # recorded pts already below the last decoded frame's pts
+        self.last = -1
+
+    def add(self, pts: int) -> None:
+        """Record one packet's pts (stream time-base units)."""
+        heapq.heappush(self._pending, pts)
+
+    def index_of(self, pts: int | None) -> int:
+        """Index of the decoded frame with ``pts``; a frame without pts follows the previous one."""
+        if pts is None:
+            self.last += 1
+            return self.last
+        while self._pending and self._pending[0] < pts:
+            heapq.heappop(self._pending)
+            self._passed += 1
+        index = self._passed
+        if self._pending and self._pending[0] == pts:
+            heapq.heappop(self._pending)
+            self._passed += 1
+        self.last = max(index, self.last + 1)  # never repeat or go back, even for a pts no packet carried
+        return self.last
+
+
+def _in_sample_window(t: float, sample_fps: float, window_s: float) -> bool:
+    """Whether a frame at ``t`` seconds lies in ``[k / sample_fps, k / sample_fps + window_s)`` for some tick ``k``
+    (with ``_TICK_EPS_S`` slack): the frame the sampler keeps for tick ``k`` is then decoded even if it is not a
+    reference frame."""
+    k = math.floor((t + _TICK_EPS_S) * sample_fps)
+    return t - k / sample_fps < window_s - _TICK_EPS_S
+
+
+def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size: int,
+               skip_nonref: bool = True) -> Iterator[FrameBatch]:
+    """PyAV backend: decode the frames in order, convert to RGB only the frames the sampler keeps.
+
+    With ``skip_nonref`` (and ``0 < sample_fps`` below the stream's frame rate) the decoder is told, packet by
+    packet, to skip non-reference frames (``skip_frame="NONREF"``: no other frame is predicted from them, so nothing
+    else changes) unless the packet's pts lies within one nominal frame interval after a sampling tick. Those are the
+    only frames the sampler can keep on a constant-rate stream, so the kept frames are the same as with every frame
+    decoded; on variable frame rate a tick whose first frame comes later than that window gets the next decoded
+    frame instead (at most a few frames later). ``frame_index`` is then the frame's rank among all packets' pts
+    (:class:`_PtsIndex`), and ``timestamp_s`` stays the decoded frame's own pts.
+    """
     p = meta.path
     sampler = _Sampler(sample_fps)
     frames: list[np.ndarray] = []
@@ -461,10 +529,13 @@ def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size
         tb = float(stream.time_base)
         start_s = _stream_start_s(stream)
         nominal_dt = 1.0 / meta.fps if meta.fps > 0 else 0.0
+        skip = skip_nonref and sample_fps > 0 and 0 < sample_fps < meta.fps
+        packets = _skipping_packets(container, stream, sample_fps, nominal_dt, start_s) if skip else None
+        pts_index = _PtsIndex()
         index = -1
         try:
-            for frame in container.decode(stream):
-                index += 1
+            for frame in _decode(container, stream, packets, pts_index):
+                index = pts_index.index_of(frame.pts) if skip else index + 1
                 if frame.pts is not None:
                     ts = frame.pts * tb - start_s
                 else:  # no pts: continue from the previous frame at the nominal rate
@@ -491,6 +562,43 @@ def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size
     _check_complete(meta, last_ts, declared_s)
     if frames:
         yield _make_batch(frames, idx, stamps, meta.rotation)
+
+
+def _skipping_packets(container: Any, stream: Any, sample_fps: float, window_s: float,
+                      start_s: float) -> Iterator[tuple[Any, int | None]]:
+    """Demux ``stream``, setting the decoder's ``skip_frame`` before each packet (see :func:`_iter_pyav`).
+
+    Yields:
+        ``(packet, pts)``: ``pts`` is the packet's pts in stream time-base units, or ``None`` for the end-of-stream
+        flush packet and for packets without pts or marked discard (those are not counted as frames).
+    """
+    ctx = stream.codec_context
+    tb = float(stream.time_base)
+    skipping: bool | None = None
+    for packet in container.demux(stream):
+        pts = packet.pts
+        if packet.size == 0 or pts is None or packet.is_discard:
+            want = False  # decode it normally; it counts as no frame of the stream
+            pts = None
+        else:
+            want = not _in_sample_window(pts * tb - start_s, sample_fps, window_s)
+        if want is not skipping:
+            ctx.skip_frame = "NONREF" if want else "DEFAULT"
+            skipping = want
+        yield packet, pts
+
+
+def _decode(container: Any, stream: Any, packets: Iterator[tuple[Any, int | None]] | None,
+            pts_index: _PtsIndex) -> Iterator[Any]:
+    """Decoded frames of ``stream``: every frame (``packets`` None) or those the skipping demuxer lets through, with
+    every counted packet's pts recorded in ``pts_index``."""
+    if packets is None:
+        yield from container.decode(stream)
+        return
+    for packet, pts in packets:
+        if pts is not None:
+            pts_index.add(pts)
+        yield from packet.decode()
 
 
 def _open_decord(p: Path) -> Any | None:

@@ -29,6 +29,7 @@ from fer_pipeline.aggregate import audience, prob_columns, timeline
 from fer_pipeline.align import align_faces
 from fer_pipeline.config import PipelineConfig
 from fer_pipeline.fileutil import atomic_write_bytes, sha256_file
+from fer_pipeline.headpose import head_pose, is_attentive
 from fer_pipeline.store import VideoWriter, make_video_id, read_video_row
 from fer_pipeline.track import build_tracker, short_tracks
 from fer_pipeline.types import Faces, FrameBatch
@@ -77,7 +78,8 @@ class Models:
         if d.backend == "centerface" and d.adaptive_input:
             from fer_pipeline.detect.adaptive import AdaptiveInput
 
-            detector = AdaptiveInput(detector, d.target_face_px, d.min_input_side)
+            detector = AdaptiveInput(detector, d.target_face_px, d.min_input_side, crops=d.face_crops,
+                                     crop_side=d.crop_input_side, full_every=d.full_frame_every)
         emotion = EmotionModel(cfg.classify.model, cfg.classify.batch_size, cfg.classify.device, cls_threads)
         return cls(detector, emotion, d.backend)
 
@@ -250,9 +252,7 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     meta = probe(path)
     row.update(duration_s=meta.duration_s, fps=meta.fps, width=meta.width, height=meta.height)
     labels = models.emotion.labels
-    tracker = build_tracker(cfg.track.tracker, high_conf_threshold=cfg.track.high_conf_threshold,
-                            activation_threshold=cfg.track.activation_threshold, min_iou=cfg.track.min_iou,
-                            max_lost_s=cfg.track.max_lost_s)
+    tracker = None
     template = models.emotion.spec.template
     hw = tuple(models.emotion.spec.input_hw)
     gray = models.emotion.spec.color == "gray"
@@ -262,8 +262,13 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     second_thumbs: dict[int, bytes] = {}
     track_best: dict[int, tuple[float, bytes]] = {}
     frames_sampled = 0
-    for batch in _prefetch(iter_batches(path, cfg.decode.sample_fps, cfg.decode.batch_size, cfg.decode.backend),
-                           times):
+    for batch in _prefetch(iter_batches(path, cfg.decode.sample_fps, cfg.decode.batch_size, cfg.decode.backend,
+                                        cfg.decode.skip_nonref), times):
+        if tracker is None:  # built once decoding runs, so its first import (trackers -> supervision -> scipy,
+            # ~0.7 s) overlaps the decode thread instead of delaying it
+            tracker = build_tracker(cfg.track.tracker, high_conf_threshold=cfg.track.high_conf_threshold,
+                                    activation_threshold=cfg.track.activation_threshold, min_iou=cfg.track.min_iou,
+                                    max_lost_s=cfg.track.max_lost_s)
         frames_sampled += len(batch)
         t = time.perf_counter()
         dets = models.detector.detect_batch(batch.frames)
@@ -286,7 +291,7 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
             face_parts.append({
                 "frame_index": batch.frame_index[owner], "timestamp_s": batch.timestamp_s[owner],
                 "track_id": all_faces.track_id, "xyxy": all_faces.xyxy, "det_score": all_faces.scores,
-                "probs": probs,
+                "probs": probs, "pose": head_pose(all_faces.landmarks),
             })
         times.classify += time.perf_counter() - t
 
@@ -326,6 +331,8 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         for j, c in enumerate(pcols):
             faces_df[c] = cat["probs"][:, j]
         faces_df["emotion"] = np.asarray(labels, dtype=object)[cat["probs"].argmax(1)]
+        faces_df["yaw"], faces_df["pitch"], faces_df["roll"] = cat["pose"].T
+        faces_df["attentive"] = is_attentive(cat["pose"], cfg.attention.max_yaw_deg, cfg.attention.max_pitch_deg)
         faces_df["track_id"] = tracker.resolve(faces_df["track_id"].to_numpy())
         faces_df = faces_df[faces_df["track_id"] >= 0]
         drop = short_tracks(faces_df["track_id"].to_numpy(), faces_df["timestamp_s"].to_numpy(),
@@ -348,6 +355,9 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         for c in pcols:
             faces_df[c] = pd.Series(dtype=np.float32)
         faces_df["emotion"] = pd.Series(dtype=object)
+        for c in ("yaw", "pitch", "roll"):
+            faces_df[c] = pd.Series(dtype=np.float32)
+        faces_df["attentive"] = pd.Series(dtype=bool)
         track_best = {}
     tl = timeline(faces_df, labels)
     au = audience(tl, labels, meta.duration_s)

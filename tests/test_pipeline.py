@@ -45,13 +45,15 @@ def test_tables_have_documented_columns(run_dir, models):
     assert all(r["status"] == "ok" for r in results.values()), results
     faces = pd.read_parquet(out / "faces")
     assert list(faces.columns) == ["frame_index", "timestamp_s", "track_id", "x1", "y1", "x2", "y2", "det_score",
-                                   *p, "emotion", "video_id"]
+                                   *p, "emotion", "yaw", "pitch", "roll", "attentive", "video_id"]
     tl = pd.read_parquet(out / "timeline")
     assert list(tl.columns) == ["track_id", "second", "n_samples", *p, "emotion", "valence", "expressiveness",
-                                "video_id"]
+                                "attention", "video_id"]
     au = pd.read_parquet(out / "audience")
     assert list(au.columns) == ["second", "viewers", *p, *[f"share_{x}" for x in labels], "valence",
-                                "expressiveness", "video_id"]
+                                "expressiveness", "attention", "video_id"]
+    assert faces.attentive.dtype == bool and faces[["yaw", "pitch", "roll"]].notna().all().all()
+    assert tl.attention.between(0, 1).all() and au.attention.dropna().between(0, 1).all()
     vids = pd.read_parquet(out / "videos")
     assert {"video_id", "path", "sha256", "status", "error", "duration_s", "fps", "width", "height",
             "frames_sampled", "faces_detected", "tracks", "processing_s", "emotion_model", "detector",
@@ -80,6 +82,19 @@ def test_one_stable_track_for_single_viewer_clips(run_dir, name):
     assert r["tracks"] == 1 and faces.track_id.nunique() == 1
     # the one viewer is seen in (nearly) every sampled frame
     assert len(faces) >= 0.9 * r["frames_sampled"]
+
+
+def test_every_track_has_a_face_thumbnail_and_frontal_viewers_are_attentive(run_dir):
+    out, results = run_dir
+    faces = pd.read_parquet(out / "faces")
+    for r in results.values():
+        tracks = faces.loc[faces.video_id.astype(str) == r["video_id"], "track_id"].unique()
+        assert len(tracks) >= 1
+        for t in tracks:
+            thumb = out / "reports" / "thumbs" / r["video_id"] / f"track-{t}.jpg"
+            assert thumb.is_file() and thumb.stat().st_size > 500, thumb
+    # these clips show viewers facing the camera: nearly every face is attentive
+    assert faces.attentive.mean() >= 0.9
 
 
 def test_timestamps_monotonic_and_sampled_at_5hz(run_dir):
