@@ -692,9 +692,11 @@ def _model_card_summary(card: Mapping[str, Any] | None) -> dict[str, Any] | None
     return {
         "name": dig(("name",), ("model",), ("model_name",), ("file",)),
         "labels": [str(x) for x in labels] if isinstance(labels, (list, tuple)) else None,
-        "test_accuracy": dig(("metrics", "test", "accuracy"), ("test", "accuracy"), ("test_accuracy",),
+        "test_accuracy": dig(("onnx_metrics", "test", "accuracy"), ("metrics", "test", "accuracy"),
+                             ("test", "accuracy"), ("test_accuracy",),
                              ("metrics", "test_accuracy")),
-        "test_macro_f1": dig(("metrics", "test", "macro_f1"), ("test", "macro_f1"), ("test_macro_f1",)),
+        "test_macro_f1": dig(("onnx_metrics", "test", "macro_f1"), ("metrics", "test", "macro_f1"),
+                             ("test", "macro_f1"), ("test_macro_f1",)),
         "dataset": dig(("dataset",), ("training", "dataset"), ("data", "dataset"), ("config", "data", "dataset")),
         "sha256": dig(("sha256",), ("onnx_sha256",)),
     }

@@ -21,11 +21,11 @@ def test_shipped_model_card_matches_file_and_private_test_accuracy():
     assert spec.labels == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
     res = evaluate_path(SHARED / "fer2013.zip", MODEL, "private-test")
     assert res["n"] == 3589
-    # the card records what the model scored; evaluation must reproduce it (and stay above the fer package's 65.9%)
-    card_acc = spec.card["metrics"]["test_no_tta"]["accuracy"] if not spec.card["tta_flip_in_graph"] else \
-        spec.card["metrics"]["test"]["accuracy"]
-    assert res["accuracy"] == pytest.approx(card_acc, abs=0.002)
-    assert res["accuracy"] > 0.659
+    # the card records what this very file scored (onnx_metrics, written at export); evaluation must reproduce it,
+    # and the default model must hold the training issue's target of 70% (the fer package measures 65.9% here)
+    assert res["accuracy"] == pytest.approx(spec.card["onnx_metrics"]["test"]["accuracy"], abs=1e-9)
+    assert res["macro_f1"] == pytest.approx(spec.card["onnx_metrics"]["test"]["macro_f1"], abs=1e-9)
+    assert res["accuracy"] >= 0.70
     assert sum(map(sum, res["confusion"])) == 3589
     assert 0 < res["macro_f1"] < res["accuracy"]
 

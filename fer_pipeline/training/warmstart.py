@@ -65,7 +65,8 @@ def load_vgg_from_onnx(backbone, path: str | Path, calib: np.ndarray, mean: floa
     Args:
         backbone: a ``vgg`` backbone (:func:`fer_pipeline.training.backbones.vgg`) with the same widths and conv
             counts as the exported one.
-        path: the ``.onnx`` file (fp32, or its int8 QDQ quantization: weights are dequantized).
+        path: the ``.onnx`` file (fp32, or its int8 QDQ quantization: weights are dequantized; with or without
+            flip TTA in the graph).
         calib: ``(N, 48, 48) uint8`` grayscale training images (a few thousand) to measure BatchNorm statistics.
         mean, std: the standardisation of the inputs (the exported model's, :func:`onnx_mean_std`).
         load_head: also copy the final linear layer; False when the new model has other classes (e.g. FER+), the
@@ -80,7 +81,9 @@ def load_vgg_from_onnx(backbone, path: str | Path, calib: np.ndarray, mean: floa
 
     model = onnx.load(str(path))
     init = _weights(model)
-    convs_onnx = [(init[n.input[1]], init[n.input[2]]) for n in model.graph.node if n.op_type == "Conv"]
+    seen: set[str] = set()  # a flip-TTA graph runs the same convolutions twice: keep each weight once, in order
+    convs_onnx = [(init[n.input[1]], init[n.input[2]]) for n in model.graph.node
+                  if n.op_type == "Conv" and not (n.input[1] in seen or seen.add(n.input[1]))]
     gemm = next((n for n in model.graph.node if n.op_type == "Gemm"), None)
     convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
     bns = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
