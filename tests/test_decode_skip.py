@@ -2,12 +2,11 @@
 as a full decode on constant-rate files, pts-derived frame indices, and a late-but-true sample on variable rate."""
 from __future__ import annotations
 
-import fractions
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
+from test_decode import write_video
 
 from fer_pipeline import decode
 from fer_pipeline.decode import iter_batches
@@ -42,19 +41,7 @@ def decoded_count(monkeypatch):
 def write_gray_ramp(path: Path, pts_ms: list[int], fps: int = 30) -> Path:
     """H.264 (libx264 defaults: B-frames, some non-reference) 64x48 frames; frame i is uniform gray ``4 * i``, so a
     decoded picture tells its own index. Frames have the given pts (time base 1/1000 s)."""
-    tb = fractions.Fraction(1, 1000)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.codec_context.time_base = tb
-        for i, p in enumerate(pts_ms):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * i, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = p, tb
-            for pk in s.encode(frame):
-                c.mux(pk)
-        for pk in s.encode(None):
-            c.mux(pk)
-    return path
+    return write_video(path, pts_ms, image_fn=lambda i: np.full((48, 64, 3), 4 * i, np.uint8), fps=fps)
 
 
 def picture_index(frames: np.ndarray) -> np.ndarray:
