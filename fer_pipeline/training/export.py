@@ -67,7 +67,8 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
 
     Raises:
         RuntimeError: the fp32 ONNX output differs from torch by more than 1e-4 (max abs, probabilities), or the
-            int8 model's top-1 agrees with the fp32 one on fewer than 97% of the first ``eval_sets`` images.
+            int8 model's top-1 agrees with the fp32 one on fewer than 97% of the first ``eval_sets`` images or its
+            probabilities do not sum to 1 (within 1e-4).
     """
     import onnx
     import onnxruntime as ort
@@ -127,6 +128,8 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
                  "max_abs_diff_vs_fp32": float(np.abs(p32 - p8).max()), "checked_on_images": int(len(check))}
         if agree < 0.97:
             raise RuntimeError(f"int8 model agrees with fp32 on only {agree:.1%} of {len(check)} images (< 97%)")
+        if np.abs(p8.sum(1) - 1).max() > 1e-4:
+            raise RuntimeError(f"int8 model's probabilities do not sum to 1 (off by {np.abs(p8.sum(1) - 1).max():.2e})")
         tmp.unlink()
         tmp = qtmp
     tmp.replace(path)

@@ -3,8 +3,8 @@
 On this project's 2-core Xeon (AVX-512 VNNI) the int8 graph of the default model costs about a third of the fp32
 one per face, at the same accuracy (``benchmarks/classifier_cost.py``; figures in ``models/README.md``).
 Method: ``onnxruntime.quantization.quantize_static`` with per-channel int8 weights and uint8 activations whose
-ranges are calibrated (MinMax) on training images. Only the convolutions (and the pools between them) are quantized,
->99% of the arithmetic; the linear head and the softmax stay fp32, so probabilities still sum to 1. Metadata (labels,
+ranges are calibrated (MinMax) on training images. The softmax and everything after it (the averaging of a
+flip-TTA graph) stay fp32, so probabilities still sum to 1. Metadata (labels,
 input spec) is carried over unchanged.
 """
 
@@ -16,6 +16,25 @@ from pathlib import Path
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+
+def _softmax_and_after(graph) -> list[str]:
+    """Names of the Softmax nodes and of every node downstream of one (e.g. the averaging of a flip-TTA graph): they
+    stay fp32 so the output probabilities are not rounded to the 1/255 steps of a uint8 tensor."""
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    todo = [n for n in graph.node if n.op_type == "Softmax"]
+    names: set[str] = set()
+    while todo:
+        n = todo.pop()
+        if n.name in names:
+            continue
+        names.add(n.name)
+        for o in n.output:
+            todo.extend(consumers.get(o, []))
+    return sorted(names)
 
 
 def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, batch_size: int = 64) -> None:
@@ -53,5 +72,5 @@ def quantize_int8(src: str | Path, dst: str | Path, calib: np.ndarray, batch_siz
         quant_pre_process(str(src), str(pre))
         quantize_static(str(pre), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        nodes_to_exclude=[n.name for n in onnx.load(str(pre)).graph.node if n.op_type == "Softmax"])
+                        nodes_to_exclude=_softmax_and_after(onnx.load(str(pre)).graph))
     logger.info("int8 model written to %s (calibrated on %d images)", dst, len(calib))

@@ -38,14 +38,21 @@ def onnx_mean_std(path: str | Path) -> tuple[float, float]:
     return float(mean), float(std)
 
 
-def _weights(model) -> dict[str, np.ndarray]:
-    """Float arrays of the graph's initializers and of the outputs of ``DequantizeLinear`` nodes over initializers
-    (the weights of an int8 QDQ model, :mod:`fer_pipeline.training.quantize`), by tensor name."""
+def _weights(model) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Float arrays of the graph's initializers, of ``Identity`` nodes over them (the exporter's way of sharing one
+    weight between the two passes of a flip-TTA graph) and of ``DequantizeLinear`` nodes over them (the weights of an
+    int8 QDQ model, :mod:`fer_pipeline.training.quantize`), by tensor name; and, for every such name, the name of the
+    initializer it comes from (so a weight used twice is recognised as one)."""
     from onnx import numpy_helper
 
     arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    source = {name: name for name in arrays}
     for n in model.graph.node:
-        if n.op_type == "DequantizeLinear" and n.input[0] in arrays:
+        if n.op_type == "Identity" and n.input[0] in arrays:
+            arrays[n.output[0]] = arrays[n.input[0]]
+            source[n.output[0]] = source[n.input[0]]
+        elif n.op_type == "DequantizeLinear" and n.input[0] in arrays:
+            source[n.output[0]] = source[n.input[0]]
             q = arrays[n.input[0]].astype(np.float64)
             scale = arrays[n.input[1]].astype(np.float64)
             zero = arrays[n.input[2]].astype(np.float64) if len(n.input) > 2 and n.input[2] else 0.0
@@ -55,7 +62,7 @@ def _weights(model) -> dict[str, np.ndarray]:
                 shape[axis] = -1
                 scale, zero = scale.reshape(shape), np.reshape(zero, shape) if np.ndim(zero) else zero
             arrays[n.output[0]] = ((q - zero) * scale).astype(np.float32)
-    return arrays
+    return arrays, source
 
 
 def load_vgg_from_onnx(backbone, path: str | Path, calib: np.ndarray, mean: float, std: float,
@@ -80,10 +87,10 @@ def load_vgg_from_onnx(backbone, path: str | Path, calib: np.ndarray, mean: floa
     from torch import nn
 
     model = onnx.load(str(path))
-    init = _weights(model)
+    init, source = _weights(model)
     seen: set[str] = set()  # a flip-TTA graph runs the same convolutions twice: keep each weight once, in order
     convs_onnx = [(init[n.input[1]], init[n.input[2]]) for n in model.graph.node
-                  if n.op_type == "Conv" and not (n.input[1] in seen or seen.add(n.input[1]))]
+                  if n.op_type == "Conv" and not (source[n.input[1]] in seen or seen.add(source[n.input[1]]))]
     gemm = next((n for n in model.graph.node if n.op_type == "Gemm"), None)
     convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
     bns = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
