@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-for v in "none none" "sqrt none" "inverse none" "none weighted"; do
+for v in "none none" "sqrt none" "none weighted"; do   # add "inverse none" for the strongest class weighting
     set -- $v
     out="runs/imbalance-cw_$1-sampler_$2"
     .venv/bin/fer-pipeline train --config configs/train/fer2013_vgg_imbalance.yaml --quiet \
