@@ -147,7 +147,8 @@ def run(tmp_path_factory):
 
     tl, au = _long_tables("long")
     video = {"video_id": "long-10min", "path": "/recordings/ten-minute-ad.mp4", "status": "ok", "duration_s": 600.0,
-             "fps": 30.0, "width": 1280, "height": 720, "frames_sampled": 3000, "faces_detected": int(tl.n_samples.sum()),
+             "fps": 30.0, "width": 1280, "height": 720, "frames_sampled": 3000,
+             "faces_detected": int(tl.n_samples.sum()),
              "tracks": 8, "processing_s": 60.0, "emotion_model": "emotion-fer2013-vgg", "detector": "centerface",
              "pipeline_version": "0.1.0", "created_at": pd.Timestamp.now(tz="UTC")}
     long_report = render_video_report(video, tl, au, out / "reports" / "long-10min.html", model_card=card)

@@ -11,8 +11,8 @@ With ``crops`` on, the rest of the batch is instead detected frame by frame on s
 sample's faces (:mod:`fer_pipeline.detect.crops`) whenever that costs fewer detector-input pixels than the reduced
 full frame: one 96 x 96 crop per face against, say, 640 x 384 for six small faces in 1080p. A frame whose crops
 lose a face is detected again on the whole (reduced) frame, and every ``full_every``-th frame of a batch gets a
-full-size pass as the first one does, so faces that appear are found within ``full_every`` samples. No state is kept between batches (nor
-between videos).
+full-size pass as the first one does, so faces that appear are found within ``full_every`` samples. No state is
+kept between batches (nor between videos).
 """
 
 from __future__ import annotations

@@ -106,8 +106,8 @@ class EmotionClassifier(L.LightningModule):
 
     Optimiser: SGD with Nesterov momentum and, by ``schedule``, a OneCycle learning-rate schedule (Smith & Topin 2019)
     over the whole run, a cosine decay from ``lr`` to 0, or a constant ``lr`` (fine-tuning with weight averaging,
-    as in SWA, Izmailov et al. 2018); loss: cross-entropy with label smoothing and optional class weights, or soft cross-entropy on vote
-    distributions when the targets are ``(B,C)`` floats.
+    as in SWA, Izmailov et al. 2018); loss: cross-entropy with label smoothing and optional class weights, or soft
+    cross-entropy on vote distributions when the targets are ``(B,C)`` floats.
 
     With ``ema_decay`` in (0, 1) an exponential moving average of the weights and BN statistics
     (``torch.optim.swa_utils.AveragedModel``, updated after every optimiser step) is what validation, evaluation and

@@ -4,8 +4,7 @@ On this project's 2-core Xeon (AVX-512 VNNI) the int8 graph of the default model
 one per face, at the same accuracy (``benchmarks/classifier_cost.py``; figures in ``models/README.md``).
 Method: ``onnxruntime.quantization.quantize_static`` with per-channel int8 weights and uint8 activations whose
 ranges are calibrated (MinMax) on training images. The softmax and everything after it (the averaging of a
-flip-TTA graph) stay fp32, so probabilities still sum to 1. Metadata (labels,
-input spec) is carried over unchanged.
+flip-TTA graph) stay fp32, so probabilities still sum to 1. Metadata (labels, input spec) is carried over unchanged.
 """
 
 from __future__ import annotations
