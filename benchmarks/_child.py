@@ -4,8 +4,9 @@ peak RSS is per run). Prints one JSON object on the last stdout line.
     .venv/bin/python benchmarks/_child.py ours VIDEO OUT_DIR      # analyze_video + render_all, default PipelineConfig
     .venv/bin/python benchmarks/_child.py decode VIDEO pyav|decord  # iter_batches(sample_fps=5, batch_size=16) only
 
-The decode-only mode uses ``iter_batches``' defaults, i.e. PyAV skips non-reference frames it cannot sample
-(``skip_nonref=True``), as the pipeline does; ``FER_BENCH_DECODE_SKIP=0`` decodes every frame instead.
+The decode-only mode decodes as the pipeline does by default (``PipelineConfig().decode``: PyAV skips non-reference
+frames it cannot sample, chunks decoded in parallel, one thread per core); ``FER_BENCH_DECODE_SKIP=0`` decodes every
+frame instead.
 
 Timers added here (the pipeline is not changed; these wrap module attributes of ``fer_pipeline.pipeline`` in this
 process only):
@@ -106,18 +107,22 @@ def run_ours(video: str, out_dir: str) -> dict:
 
 
 def run_decode(video: str, backend: str) -> dict:
+    from fer_pipeline.config import PipelineConfig
     from fer_pipeline.decode import iter_batches, probe
 
     t_import = time.perf_counter()
+    dc = PipelineConfig().decode
     meta = probe(video)
     n = 0
     t = time.perf_counter()
     skip = os.environ.get("FER_BENCH_DECODE_SKIP", "1") != "0"
-    for batch in iter_batches(video, sample_fps=5, batch_size=16, backend=backend, skip_nonref=skip):
+    for batch in iter_batches(video, sample_fps=5, batch_size=16, backend=backend, skip_nonref=skip,
+                              threads=dc.threads, skip_loop_filter=dc.skip_loop_filter):
         n += len(batch)
     t_end = time.perf_counter()
     return {"import_s": round(t_import - T0, 3), "decode_s": round(t_end - t, 3), "frames": n,
-            "duration_s": meta.duration_s, "backend": backend, "skip_nonref": skip}
+            "duration_s": meta.duration_s, "backend": backend, "skip_nonref": skip, "threads": dc.threads,
+            "skip_loop_filter": dc.skip_loop_filter}
 
 
 def main(argv: list[str]) -> int:

@@ -65,6 +65,17 @@ def _cpu_times() -> tuple[int, int]:
     return sum(vals[:8]), idle
 
 
+def _steal_ticks() -> int:
+    """Clock ticks all CPUs of this virtual machine have waited for the hypervisor (``/proc/stat`` steal); -1 when
+    unknown."""
+    try:
+        with open("/proc/stat") as fh:
+            vals = fh.readline().split()[1:]
+        return int(vals[7]) if len(vals) > 7 else -1
+    except OSError:
+        return -1
+
+
 def machine_busy(seconds: float = 1.0) -> dict:
     """Share of all cores busy over ``seconds`` (this script is idle meanwhile), and the 1-minute load average."""
     try:
@@ -86,6 +97,7 @@ def run_child(cmd: list[str], timeout_s: float, cwd: Path | None = None, env: di
         line parsed as JSON (None when it is not).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        steal0 = _steal_ticks()
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=cwd, env=env, start_new_session=True)
         state = {"done": False, "timed_out": False}
@@ -106,6 +118,7 @@ def run_child(cmd: list[str], timeout_s: float, cwd: Path | None = None, env: di
         finally:
             timer.cancel()
         wall = time.perf_counter() - t0
+        steal1 = _steal_ticks()
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
@@ -120,6 +133,10 @@ def run_child(cmd: list[str], timeout_s: float, cwd: Path | None = None, env: di
             parsed = None
     return {"rc": proc.returncode, "wall_s": round(wall, 3), "maxrss_mb": round(ru.ru_maxrss / 1024.0, 1),
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3), "timed_out": state["timed_out"],
+            # CPU time the hypervisor gave to other machines while this ran, as a share of all cores' time: on a
+            # shared virtual machine a few % already slow a run down; figures with high steal are not comparable
+            "steal_pct": (round(100.0 * (steal1 - steal0) / os.sysconf("SC_CLK_TCK") / (wall * (os.cpu_count() or 1)),
+                                1) if steal0 >= 0 and steal1 >= 0 and wall > 0 else None),
             "stdout_tail": stdout[-2000:], "stderr_tail": stderr[-3000:], "json": parsed}
 
 
@@ -161,7 +178,7 @@ def measure_ours(video: Path, name: str, repeat: int, timeout_s: float, keep: bo
         j = r["json"] or {}
         log(f"  {label:8s} #{i + 1}: {_status(r)} wall {r['wall_s']:.1f} s, "
             f"analyze {j.get('analyze_s', float('nan')):.1f} s, peak RSS {r['maxrss_mb']:.0f} MB "
-            f"(machine {load['busy_pct']:.0f}% busy before)")
+            f"(machine {load['busy_pct']:.0f}% busy before, steal {r['steal_pct']}% during)")
         if r["rc"] != 0:
             log("    " + r["stderr_tail"].strip().replace("\n", "\n    ")[-1500:])
         if not keep:
@@ -524,9 +541,14 @@ def main(argv: list[str] | None = None) -> int:
     log("targets:")
     for c in checks:
         log(f"  {c['verdict']:4s}  {c['target']}: {c['detail']}")
+    steals = [r["steal_pct"] for v in raw.values() for k in ("ours", "fer", "decode")
+              if isinstance(v.get(k), dict) for r in v[k].get("runs", []) if r.get("steal_pct") is not None]
     if loads:
         log(f"\nload: CPUs {min(loads):.0f}-{max(loads):.0f}% busy in the second before each run "
             f"(0% = idle machine); {os.cpu_count()} CPUs")
+    if steals:
+        log(f"steal (CPU time the hypervisor gave to other machines during a run, % of all cores): "
+            f"{min(steals):.1f}-{max(steals):.1f}%")
 
     doc = {
         "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

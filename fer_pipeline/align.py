@@ -15,6 +15,8 @@ import logging
 import cv2
 import numpy as np
 
+from fer_pipeline.resize import shrink
+
 logger = logging.getLogger(__name__)
 
 TEMPLATE_SIZE: tuple[int, int] = (48, 48)  # (height, width) in pixels
@@ -82,28 +84,30 @@ def align_faces(frame: np.ndarray, landmarks: np.ndarray, template: np.ndarray =
     if landmarks.ndim != 3 or landmarks.shape[1:] != (5, 2):
         raise ValueError(f"landmarks must be (N,5,2), got {landmarks.shape}")
     h, w = size
-    src = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) if gray else frame
+    fh, fw = frame.shape[:2]
     out = np.empty((len(landmarks), h, w) + (() if gray else (3,)), np.uint8)
     corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float64)
     for i, lm in enumerate(landmarks):
         m = similarity_transform(lm, template)
+        # Only the frame region the output samples is converted and resized: its bounding box, 2 px of margin for
+        # the interpolation (the result is the same as warping the whole frame; outside the frame, edges repeat).
+        inv = cv2.invertAffineTransform(m)
+        pts = corners @ inv[:, :2].T + inv[:, 2]
+        x0, y0 = np.floor(pts.min(0)).astype(int) - 2
+        x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+        x0, y0 = min(max(x0, 0), fw - 1), min(max(y0, 0), fh - 1)
+        x1, y1 = max(min(x1, fw), x0 + 1), max(min(y1, fh), y0 + 1)
+        roi = frame[y0:y1, x0:x1]
+        if gray:
+            roi = cv2.cvtColor(roi, cv2.COLOR_RGB2GRAY)
+        m2 = m.copy()
+        m2[:, 2] = m[:, :2] @ np.array([x0, y0], np.float64) + m[:, 2]  # the same map, from roi pixels
         scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
-        if scale < 0.8:
+        if scale < 0.8 and x1 - x0 >= 2 and y1 - y0 >= 2:
             # Downscale the face's region with area averaging first (warpAffine alone would alias), then warp.
-            inv = cv2.invertAffineTransform(m)
-            pts = corners @ inv[:, :2].T + inv[:, 2]
-            x0, y0 = np.floor(pts.min(0)).astype(int) - 2
-            x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
-            x0, y0 = max(x0, 0), max(y0, 0)
-            x1, y1 = min(x1, src.shape[1]), min(y1, src.shape[0])
-            if x1 - x0 >= 2 and y1 - y0 >= 2:
-                rw, rh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
-                roi = cv2.resize(src[y0:y1, x0:x1], (rw, rh), interpolation=cv2.INTER_AREA)
-                fx, fy = rw / (x1 - x0), rh / (y1 - y0)
-                m2 = np.empty_like(m)
-                m2[:, 0], m2[:, 1] = m[:, 0] / fx, m[:, 1] / fy
-                m2[:, 2] = m[:, :2] @ np.array([x0, y0], np.float64) + m[:, 2]
-                out[i] = cv2.warpAffine(roi, m2, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-                continue
-        out[i] = cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            rw, rh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
+            roi = shrink(roi, (rw, rh))
+            fx, fy = rw / (x1 - x0), rh / (y1 - y0)
+            m2[:, 0], m2[:, 1] = m[:, 0] / fx, m[:, 1] / fy
+        out[i] = cv2.warpAffine(roi, m2, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out

@@ -28,6 +28,11 @@ class DecodeConfig(_Section):
     skip_nonref: bool = Field(True, description="pyav: do not decode non-reference frames the sampler cannot "
                               "keep (same samples on constant frame rate, 22-37% less decode CPU; see "
                               "fer_pipeline/decode.py); false decodes every frame")
+    threads: int = Field(0, ge=0, description="pyav: decoder threads (0 = FFmpeg's choice, frame threads, one per "
+                         "core; 1 = single-threaded, less CPU in all)")
+    skip_loop_filter: Literal["default", "nonref", "all"] = Field(
+        "default", description="pyav: decode without the deblocking filter on no frame (default, exact), on "
+        "non-reference frames only (nonref) or on all frames (all; errors accumulate until the next keyframe)")
 
 
 class DetectConfig(_Section):

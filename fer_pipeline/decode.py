@@ -71,6 +71,9 @@ BACKENDS: tuple[str, ...] = ("decord", "pyav")
 # Tolerance in seconds when comparing a frame timestamp with a sampling tick (far below any frame interval).
 _TICK_EPS_S = 1e-4
 
+# skip_loop_filter values -> FFmpeg's AVDiscard option names.
+_LOOP_FILTER = {"default": "default", "nonref": "noref", "all": "all"}
+
 # Demuxers that FFmpeg exposes as "video" but that are not recordings: still images, image pipes, ANSI text.
 _NON_VIDEO_FORMATS = {"tty", "image2", "image2pipe"}
 
@@ -390,7 +393,8 @@ def _probe_pyav(p: Path) -> tuple[VideoMeta, float]:
 # --------------------------------------------------------------------------------------------------------------------
 
 def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: int = 16,
-                 backend: str = "decord", skip_nonref: bool = True) -> Iterator[FrameBatch]:
+                 backend: str = "decord", skip_nonref: bool = True, threads: int = 0,
+                 skip_loop_filter: str = "default") -> Iterator[FrameBatch]:
     """Stream a video as batches of sampled, upright RGB frames (see the module docstring for the sampling rule).
 
     The file is probed (and validated) before the first batch is produced, so a bad file raises on the first
@@ -407,6 +411,11 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
         skip_nonref: PyAV: skip decoding non-reference frames that the sampler cannot keep (see "Skipping" in the
             module docstring); ``False`` decodes every frame. Ignored by decord and when ``sample_fps`` keeps every
             frame.
+        threads: PyAV: decoder threads; ``0`` lets FFmpeg choose (frame threads, one per core), ``1`` decodes on
+            the calling thread only (less CPU in all; see "Threads and deblocking" in the module docstring).
+        skip_loop_filter: PyAV: frames decoded without the in-loop deblocking filter: ``"default"`` none (exact
+            decode), ``"nonref"`` only non-reference frames (no other frame depends on them, so only those samples
+            change), ``"all"`` every frame (errors then accumulate until the next keyframe).
 
     Yields:
         ``FrameBatch`` with ``frames`` ``(B, H, W, 3) uint8`` RGB upright (``H, W`` as in :func:`probe`),
@@ -415,9 +424,13 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
 
     Raises:
         VideoError: the file cannot be opened or decoded, including decode errors mid-stream.
-        ValueError: bad ``sample_fps``, ``batch_size`` or ``backend``.
+        ValueError: bad ``sample_fps``, ``batch_size``, ``backend``, ``threads`` or ``skip_loop_filter``.
     """
     fps = _check_sampling_args(sample_fps, batch_size, backend)
+    if skip_loop_filter not in _LOOP_FILTER:
+        raise ValueError(f"skip_loop_filter must be one of {sorted(_LOOP_FILTER)}, got {skip_loop_filter!r}")
+    if int(threads) < 0:
+        raise ValueError(f"threads must be >= 0, got {threads!r}")
     meta, declared_s = _probe_pyav(_check_path(path))
     if backend == "decord" and meta.rotation != 0:
         # decord 0.6 half-applies display matrices: 180 is flipped for us, +-90 come out as 4-channel buffers of the
@@ -431,7 +444,18 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
             yield from _iter_decord(vr, meta, declared_s, fps, int(batch_size))
             return
         logger.warning("decord cannot open %s; decoding it with PyAV instead", meta.path)
-    yield from _iter_pyav(meta, declared_s, fps, int(batch_size), bool(skip_nonref))
+    loop_filter = _LOOP_FILTER[skip_loop_filter]
+    if int(threads) != 1:
+        from fer_pipeline.decode_chunks import default_workers, iter_chunk_batches, plan_chunks
+
+        workers = int(threads) or default_workers()
+        plan = plan_chunks(meta.path, fps) if workers > 1 else None
+        if plan is not None:
+            _check_complete(meta, plan.last_ts, declared_s)
+            logger.debug("decoding %s in %d chunks on %d threads", meta.path, len(plan.chunks), workers)
+            yield from iter_chunk_batches(meta, plan, int(batch_size), workers, bool(skip_nonref), loop_filter)
+            return
+    yield from _iter_pyav(meta, declared_s, fps, int(batch_size), bool(skip_nonref), int(threads), loop_filter)
 
 
 def _check_complete(meta: VideoMeta, last_ts: float | None, declared_s: float) -> None:
@@ -504,7 +528,7 @@ def _in_sample_window(t: float, sample_fps: float, window_s: float) -> bool:
 
 
 def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size: int,
-               skip_nonref: bool = True) -> Iterator[FrameBatch]:
+               skip_nonref: bool = True, threads: int = 0, loop_filter: str = "default") -> Iterator[FrameBatch]:
     """PyAV backend: decode the frames in order, convert to RGB only the frames the sampler keeps.
 
     With ``skip_nonref`` (and ``0 < sample_fps`` below the stream's frame rate) the decoder is told, packet by
@@ -525,7 +549,14 @@ def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size
     container = _open_container(p)
     try:
         stream = _video_stream(container, p)
-        stream.thread_type = "AUTO"
+        if threads == 1:
+            stream.thread_type = "NONE"
+            stream.thread_count = 1
+        else:
+            stream.thread_type = "AUTO"
+            stream.thread_count = threads
+        if loop_filter != "default":
+            stream.codec_context.options = {"skip_loop_filter": loop_filter}
         tb = float(stream.time_base)
         start_s = _stream_start_s(stream)
         nominal_dt = 1.0 / meta.fps if meta.fps > 0 else 0.0

@@ -28,13 +28,13 @@ pytestmark = pytest.mark.skipif(not WOLF.exists(), reason=f"shared data not foun
 # ---------------------------------------------------------------------------------------------------------------------
 
 def write_video(path: Path, pts_ms: list[int], size: tuple[int, int] = (64, 48), rotation_ccw: int | None = None,
-                image_fn=None, options: dict | None = None, fps: int = 25) -> Path:
+                image_fn=None, options: dict | None = None, fps: int = 25, codec_options: dict | None = None) -> Path:
     """Write an H.264 mp4 whose frames have the given pts (time base 1/1000 s); ``size`` is (width, height); ``fps``
-    is the nominal rate the stream declares."""
+    is the nominal rate the stream declares; ``codec_options`` go to libx264 (e.g. ``{"g": "12"}``)."""
     w, h = size
     tb = fractions.Fraction(1, 1000)
     with av.open(str(path), "w", options=options or {}) as c:
-        s = c.add_stream("libx264", rate=fps)
+        s = c.add_stream("libx264", rate=fps, options=codec_options or {})
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         s.codec_context.time_base = tb
         if rotation_ccw is not None:

@@ -1,5 +1,6 @@
-"""PyAV skipping of non-reference frames (``iter_batches(..., skip_nonref=True)``, the default): the same samples
-as a full decode on constant-rate files, pts-derived frame indices, and a late-but-true sample on variable rate."""
+"""PyAV skipping of non-reference frames (``iter_batches(..., skip_nonref=True)``, the default) on the sequential
+decoder (``threads=1``; the chunked decoder of ``threads=0`` is tested in test_decode_chunks.py): the same samples as
+a full decode on constant-rate files, pts-derived frame indices, and a late-but-true sample on variable rate."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.skipif(not CLIPS, reason=f"shared videos not found at {
 
 
 def collect(path, **kw):
-    batches = list(iter_batches(path, batch_size=16, backend="pyav", **kw))
+    batches = list(iter_batches(path, batch_size=16, backend="pyav", threads=kw.pop("threads", 1), **kw))
     return (np.concatenate([b.frame_index for b in batches]), np.concatenate([b.timestamp_s for b in batches]),
             np.concatenate([b.frames for b in batches]))
 

@@ -21,7 +21,6 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnxruntime as ort
 
@@ -34,6 +33,7 @@ from fer_pipeline.detect.base import (
     register,
 )
 from fer_pipeline.fileutil import sha256_file
+from fer_pipeline.resize import shrink
 from fer_pipeline.types import Faces
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ def default_model_path() -> Path:
 
 
 def _dynamic_model_bytes(path: Path) -> bytes:
-    """The CenterFace graph with symbolic batch and spatial dims (the file fixes them to 10x3x32x32).
+    """The CenterFace graph with symbolic batch and spatial dims (the file fixes them to 10x3x32x32), its weights
+    no longer listed as graph inputs (so onnxruntime treats them as constants and optimises the graph).
 
     Raises:
         DetectorError: the ``onnx`` package is missing or the file is not a readable ONNX model of that layout.
@@ -81,7 +82,16 @@ def _dynamic_model_bytes(path: Path) -> bytes:
         in_dims[_INPUT] = ["B", 3, "H", "W"]
         out_dims.update({"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"],
                          "540": ["B", 10, "h", "w"]})
-        return update_inputs_outputs_dims(model, in_dims, out_dims).SerializeToString()
+        model = update_inputs_outputs_dims(model, in_dims, out_dims)
+        # The file lists its 194 weights as graph inputs too (an old exporter's habit). onnxruntime must then treat
+        # them as overridable inputs, so it cannot fold BatchNorm into the convolutions or pre-pack weights: the
+        # same network ran 2.4x slower on 640x384 and 5x slower on 96x96 crops, for outputs equal to 1e-5
+        # (`benchmarks/README.md`, "Detector weights as constants").
+        weights = {init.name for init in model.graph.initializer}
+        inputs = [i for i in model.graph.input if i.name not in weights]
+        del model.graph.input[:]
+        model.graph.input.extend(inputs)
+        return model.SerializeToString()
     except DetectorError:
         raise
     except Exception as e:  # onnx raises protobuf DecodeError, ValueError, checker errors...
@@ -169,12 +179,12 @@ class CenterFaceDetector(FaceDetector):
         return _ceil32(max(1, round(h * s))), _ceil32(max(1, round(w * s)))
 
     def _blob(self, frame: np.ndarray, in_hw: tuple[int, int]) -> np.ndarray:
-        """``(3, h_in, w_in) float32`` RGB 0..255 resized (stretched) copy of one frame."""
+        """``(3, h_in, w_in) float32`` RGB 0..255 resized (stretched; :func:`fer_pipeline.resize.shrink`) copy of one
+        frame."""
         h, w = frame.shape[:2]
         h_in, w_in = in_hw
         if (h, w) != (h_in, w_in):
-            shrink = h_in * w_in < h * w
-            frame = cv2.resize(frame, (w_in, h_in), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+            frame = shrink(frame, (w_in, h_in))
         return frame.transpose(2, 0, 1).astype(np.float32)
 
     def detect(self, frame: np.ndarray) -> Faces:

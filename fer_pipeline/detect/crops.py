@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 
-import cv2
 import numpy as np
 
 from fer_pipeline.detect.base import finalize_faces
+from fer_pipeline.resize import shrink
 from fer_pipeline.types import Faces
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def _crop(frame: np.ndarray, box: np.ndarray, input_side: int, context: float) -
     rh = max(1, min(input_side - oy, round((yb - ya) * scale)))
     region = frame[ya:yb, xa:xb]
     if (rh, rw) != region.shape[:2]:
-        region = cv2.resize(region, (rw, rh), interpolation=cv2.INTER_AREA)
+        region = shrink(region, (rw, rh))
     canvas[oy:oy + rh, ox:ox + rw] = region
     return canvas, (xa, ya, rw / (xb - xa), rh / (yb - ya), ox, oy)
 

@@ -1,0 +1,127 @@
+"""Chunked parallel decoding (``iter_batches(..., threads=0)``, the default; ``fer_pipeline.decode_chunks``): exactly
+the frames, indices, timestamps and pixels of a sequential decode, on real clips and on generated streams with short
+GOPs, constant and variable frame rate; sequential fallback where a stream cannot be split; clean early stop."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_decode import write_video
+from test_decode_skip import picture_index, write_gray_ramp
+
+from fer_pipeline import decode_chunks
+from fer_pipeline.decode import iter_batches, select_sample_indices
+
+VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+CLIPS = sorted(VIDEOS.glob("*.mp4")) + sorted(VIDEOS.glob("*.mov"))
+
+pytestmark = pytest.mark.skipif(not CLIPS, reason=f"shared videos not found at {VIDEOS}")
+
+
+def collect(path, **kw):
+    batches = list(iter_batches(path, batch_size=kw.pop("batch_size", 16), backend="pyav", **kw))
+    assert all(len(b) for b in batches)
+    return (np.concatenate([b.frame_index for b in batches]), np.concatenate([b.timestamp_s for b in batches]),
+            np.concatenate([b.frames for b in batches]))
+
+
+@pytest.fixture
+def chunked(monkeypatch):
+    """Records the plans iter_batches used (None = it fell back to the sequential decoder); chunks of >= 0.3 s
+    instead of 1 s, so the short generated clips split into several."""
+    plans = []
+    orig = decode_chunks.plan_chunks
+
+    def recording(*a, **k):
+        plan = orig(*a, **{"min_chunk_s": 0.3, **k})
+        plans.append(plan)
+        return plan
+
+    monkeypatch.setattr(decode_chunks, "plan_chunks", recording)
+    return plans
+
+
+def short_gop(path: Path, pts_ms: list[int], gop: int = 12) -> Path:
+    """Gray-ramp H.264 (B-frames) with a keyframe every ``gop`` frames: frame i is gray ``4 * i`` (at most 64)."""
+    return write_video(path, pts_ms, image_fn=lambda i: np.full((48, 64, 3), 4 * i, np.uint8), fps=30,
+                       codec_options={"g": str(gop)})
+
+
+@pytest.mark.parametrize("path", CLIPS, ids=lambda p: p.name)
+@pytest.mark.parametrize("workers", [0, 2, 3])
+def test_real_clips_same_as_sequential_decode(path, workers, chunked):
+    idx_s, ts_s, fr_s = collect(path, sample_fps=5.0, threads=1, skip_nonref=False)
+    idx, ts, fr = collect(path, sample_fps=5.0, threads=workers)
+    assert idx.tolist() == idx_s.tolist()
+    assert ts.tolist() == ts_s.tolist()
+    assert np.array_equal(fr, fr_s)
+    if path.name == "WolfgangLanger_Pexels.mp4":  # 472 frames, 7 keyframes: split into several chunks
+        assert chunked[-1] is not None and len(chunked[-1].chunks) >= 3
+
+
+def test_cfr_short_gops_pictures_match_indices(tmp_path, chunked):
+    path = short_gop(tmp_path / "cfr.mp4", [round(1000 * i / 30) for i in range(64)])
+    idx, ts, frames = collect(path, sample_fps=5.0, threads=2, batch_size=4)
+    assert chunked[-1] is not None and len(chunked[-1].chunks) >= 4
+    assert idx.tolist() == list(range(0, 64, 6))
+    assert picture_index(frames).tolist() == idx.tolist()
+    np.testing.assert_allclose(ts, np.round(1000 * idx / 30) / 1000, atol=1e-9)
+
+
+def test_vfr_exact_sampling_rule(tmp_path, chunked):
+    # frames 12..15 missing: the tick at 0.4 s falls in a gap; the chunked decoder keeps exactly what the sampling
+    # rule keeps on the full timestamp list (frame 16), where sequential skipping may deliver a later frame
+    pts = [round(1000 * i / 30) for i in range(64) if i not in (12, 13, 14, 15)]
+    path = short_gop(tmp_path / "vfr.mp4", pts, gop=10)
+    idx, ts, frames = collect(path, sample_fps=5.0, threads=2)
+    assert chunked[-1] is not None
+    expect = select_sample_indices(np.array(pts) / 1000, 5.0)
+    assert idx.tolist() == expect.tolist()
+    np.testing.assert_allclose(ts, np.array(pts)[expect] / 1000, atol=1e-9)
+    assert picture_index(frames).tolist() == idx.tolist()
+    idx_s, ts_s, _ = collect(path, sample_fps=5.0, threads=1, skip_nonref=False)
+    assert idx.tolist() == idx_s.tolist() and ts.tolist() == ts_s.tolist()
+
+
+def test_every_frame(tmp_path, chunked):
+    path = short_gop(tmp_path / "all.mp4", [round(1000 * i / 30) for i in range(64)], gop=8)
+    idx, _, frames = collect(path, sample_fps=None, threads=2)
+    assert chunked[-1] is not None
+    assert idx.tolist() == list(range(64))
+    assert picture_index(frames).tolist() == list(range(64))
+
+
+def test_single_gop_falls_back_to_sequential(tmp_path, chunked):
+    path = write_gray_ramp(tmp_path / "one_gop.mp4", [round(1000 * i / 30) for i in range(30)])  # 1 keyframe
+    idx, _, frames = collect(path, sample_fps=5.0, threads=2)
+    assert chunked == [None]
+    assert idx.tolist() == list(range(0, 30, 6)) and picture_index(frames).tolist() == idx.tolist()
+
+
+def test_open_gop_falls_back_to_sequential(tmp_path, chunked):
+    # open GOPs: B-frames after a keyframe (decode order) shown before it reference the previous group
+    path = write_video(tmp_path / "open.mp4", [round(1000 * i / 30) for i in range(60)], fps=30,
+                       image_fn=lambda i: np.full((48, 64, 3), (4 * i) % 256, np.uint8),
+                       codec_options={"x264-params": "keyint=12:open-gop=1:bframes=3"})
+    idx, _, frames = collect(path, sample_fps=5.0, threads=2)
+    assert chunked == [None]
+    assert idx.tolist() == list(range(0, 60, 6)) and picture_index(frames).tolist() == idx.tolist()
+
+
+def test_early_stop_ends_worker_threads(tmp_path):
+    path = short_gop(tmp_path / "long.mp4", [round(1000 * i / 30) for i in range(60)], gop=6)
+    before = {t.name for t in threading.enumerate()}
+    gen = iter_batches(path, sample_fps=None, batch_size=1, backend="pyav", threads=2)
+    next(gen)
+    gen.close()  # the consumer stops after one batch: the workers must not hang on their full queues
+    alive = [t for t in threading.enumerate() if t.name.startswith("decode-") and t.name not in before]
+    for t in alive:
+        t.join(timeout=5)
+    assert not any(t.is_alive() for t in alive)
+
+
+def test_bad_threads_value():
+    with pytest.raises(ValueError, match="threads"):
+        next(iter_batches(CLIPS[0], threads=-1, backend="pyav"))
