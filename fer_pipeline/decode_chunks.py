@@ -142,7 +142,7 @@ _END = object()
 
 
 def iter_chunk_batches(meta: VideoMeta, plan: ChunkPlan, batch_size: int, workers: int, skip_nonref: bool = True,
-                       loop_filter: str = "default", queue_frames: int = 24) -> Iterator[FrameBatch]:
+                       loop_filter: str = "default", queue_frames: int = 12) -> Iterator[FrameBatch]:
     """Decode the plan's kept frames with ``workers`` threads and yield them in order as batches.
 
     Args:
