@@ -17,6 +17,7 @@ import os
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -256,6 +257,13 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     meta = probe(path)
     row.update(duration_s=meta.duration_s, fps=meta.fps, width=meta.width, height=meta.height)
     labels = models.emotion.labels
+    # The tracker is built in a helper thread while the first batch decodes: its first import (trackers ->
+    # supervision -> scipy, ~0.7 s) then overlaps the wait for that batch instead of following it.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build-tracker")
+    pending_tracker = pool.submit(build_tracker, cfg.track.tracker, high_conf_threshold=cfg.track.high_conf_threshold,
+                                  activation_threshold=cfg.track.activation_threshold, min_iou=cfg.track.min_iou,
+                                  max_lost_s=cfg.track.max_lost_s)
+    pool.shutdown(wait=False)
     tracker = None
     template = models.emotion.spec.template
     hw = tuple(models.emotion.spec.input_hw)
@@ -269,11 +277,8 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     for batch in _prefetch(iter_batches(path, cfg.decode.sample_fps, cfg.decode.batch_size, cfg.decode.backend,
                                         cfg.decode.skip_nonref, cfg.decode.threads,
                                         cfg.decode.skip_loop_filter), times):
-        if tracker is None:  # built once decoding runs, so its first import (trackers -> supervision -> scipy,
-            # ~0.7 s) overlaps the decode thread instead of delaying it
-            tracker = build_tracker(cfg.track.tracker, high_conf_threshold=cfg.track.high_conf_threshold,
-                                    activation_threshold=cfg.track.activation_threshold, min_iou=cfg.track.min_iou,
-                                    max_lost_s=cfg.track.max_lost_s)
+        if tracker is None:
+            tracker = pending_tracker.result()
         frames_sampled += len(batch)
         t = time.perf_counter()
         dets = models.detector.detect_batch(batch.frames)
