@@ -6,7 +6,8 @@ peak RSS is per run). Prints one JSON object on the last stdout line.
 
 The decode-only mode decodes as the pipeline does by default (``PipelineConfig().decode``: PyAV skips non-reference
 frames it cannot sample, chunks decoded in parallel, one thread per core); ``FER_BENCH_DECODE_SKIP=0`` decodes every
-frame instead.
+frame instead, and ``FER_BENCH_OVERRIDES`` (e.g. ``{"decode.threads": 1}``) changes the decode settings as for
+``ours``.
 
 Timers added here (the pipeline is not changed; these wrap module attributes of ``fer_pipeline.pipeline`` in this
 process only):
@@ -111,7 +112,8 @@ def run_decode(video: str, backend: str) -> dict:
     from fer_pipeline.decode import iter_batches, probe
 
     t_import = time.perf_counter()
-    dc = PipelineConfig().decode
+    overrides = json.loads(os.environ.get("FER_BENCH_OVERRIDES") or "{}")
+    dc = (PipelineConfig.load(overrides=overrides) if overrides else PipelineConfig()).decode
     meta = probe(video)
     n = 0
     t = time.perf_counter()

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{a.get('dominant_same', float('nan')):.3f}")
         if "pixels" in row:
             p = row["pixels"]
-            line += f"; pixels PSNR {p['psnr_db']:.1f} dB (worst frame {p['worst_frame_psnr_db']:.1f}) over {p['frames']}"
+            line += (f"; pixels PSNR {p['psnr_db']:.1f} dB (worst frame {p['worst_frame_psnr_db']:.1f}) "
+                     f"over {p['frames']}")
         print(line, flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

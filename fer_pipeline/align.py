@@ -15,8 +15,6 @@ import logging
 import cv2
 import numpy as np
 
-from fer_pipeline.resize import shrink
-
 logger = logging.getLogger(__name__)
 
 TEMPLATE_SIZE: tuple[int, int] = (48, 48)  # (height, width) in pixels
@@ -106,7 +104,7 @@ def align_faces(frame: np.ndarray, landmarks: np.ndarray, template: np.ndarray =
         if scale < 0.8 and x1 - x0 >= 2 and y1 - y0 >= 2:
             # Downscale the face's region with area averaging first (warpAffine alone would alias), then warp.
             rw, rh = max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))
-            roi = shrink(roi, (rw, rh))
+            roi = cv2.resize(roi, (rw, rh), interpolation=cv2.INTER_AREA)
             fx, fy = rw / (x1 - x0), rh / (y1 - y0)
             m2[:, 0], m2[:, 1] = m[:, 0] / fx, m[:, 1] / fy
         out[i] = cv2.warpAffine(roi, m2, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -28,11 +28,13 @@ class DecodeConfig(_Section):
     skip_nonref: bool = Field(True, description="pyav: do not decode non-reference frames the sampler cannot "
                               "keep (same samples on constant frame rate, 22-37% less decode CPU; see "
                               "fer_pipeline/decode.py); false decodes every frame")
-    threads: int = Field(0, ge=0, description="pyav: decoder threads (0 = FFmpeg's choice, frame threads, one per "
-                         "core; 1 = single-threaded, less CPU in all)")
+    threads: int = Field(0, ge=0, description="pyav: decoder threads; 0 = one per core (at most 4), decoding chunks "
+                         "of GOPs side by side (exact; files that cannot be split use FFmpeg's frame threads); "
+                         "1 = sequential on one thread; N = N chunk decoders")
     skip_loop_filter: Literal["default", "nonref", "all"] = Field(
         "default", description="pyav: decode without the deblocking filter on no frame (default, exact), on "
-        "non-reference frames only (nonref) or on all frames (all; errors accumulate until the next keyframe)")
+        "non-reference frames only (nonref) or on all frames (all: 22% less decode CPU, errors accumulate until the "
+        "next keyframe; 95-100% of emotions unchanged, benchmarks/README.md)")
 
 
 class DetectConfig(_Section):

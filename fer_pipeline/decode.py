@@ -33,6 +33,17 @@ skipped, but not those the demuxer marks discard) whose pts is lower than the fr
 presentation order. Skipping is off when ``sample_fps`` keeps every frame or is not below the stream's frame rate,
 and for decord.
 
+Threads and deblocking (PyAV): with ``threads=0`` (the pipeline's default) a file of closed GOPs is split at
+keyframes into chunks of at least 1 s that single-threaded decoders, one per core, decode side by side
+(:mod:`fer_pipeline.decode_chunks`): the kept frames are planned from the packets' pts with the rule above, so
+frames, indices, timestamps and pixels are exactly those of a sequential decode (and on variable frame rate exactly
+the rule's frames, where sequential skipping may deliver a later one). Decode-only of the 10-minute 720p30 benchmark
+file: 41.7 s in chunks on 2 cores against 78.1 s on one thread (`benchmarks/README.md`). Files that cannot be split
+(open GOPs, a single keyframe, packets without pts) are decoded sequentially with FFmpeg's frame threads;
+``threads=1`` decodes sequentially on the calling thread. ``skip_loop_filter`` trades exactness for decode CPU
+(22% less decode-only CPU with ``"all"``; 43-60 dB PSNR against the exact frames, 95-100% of the faces' emotions
+unchanged); off by default because the whole pipeline was not measurably faster with it.
+
 Backends: ``"pyav"`` (the pipeline's default: decodes the frames as above, converts only kept frames to RGB) and
 ``"decord"`` (indexes the file, picks the kept indices from ``get_frame_timestamp`` and decodes them per chunk with
 ``get_batch``). Measured on a 10-minute 720p30 file at 5 Hz (2-core CPU, the other core busy): PyAV decoded 387 s
@@ -411,8 +422,9 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
         skip_nonref: PyAV: skip decoding non-reference frames that the sampler cannot keep (see "Skipping" in the
             module docstring); ``False`` decodes every frame. Ignored by decord and when ``sample_fps`` keeps every
             frame.
-        threads: PyAV: decoder threads; ``0`` lets FFmpeg choose (frame threads, one per core), ``1`` decodes on
-            the calling thread only (less CPU in all; see "Threads and deblocking" in the module docstring).
+        threads: PyAV: ``0`` one chunk decoder per core (at most 4), ``N > 1`` N chunk decoders, side by side on
+            chunks of GOPs; files that cannot be split fall back to FFmpeg's frame threads; ``1`` decodes
+            sequentially on the calling thread (see "Threads and deblocking" in the module docstring).
         skip_loop_filter: PyAV: frames decoded without the in-loop deblocking filter: ``"default"`` none (exact
             decode), ``"nonref"`` only non-reference frames (no other frame depends on them, so only those samples
             change), ``"all"`` every frame (errors then accumulate until the next keyframe).

@@ -85,8 +85,8 @@ def _dynamic_model_bytes(path: Path) -> bytes:
         model = update_inputs_outputs_dims(model, in_dims, out_dims)
         # The file lists its 194 weights as graph inputs too (an old exporter's habit). onnxruntime must then treat
         # them as overridable inputs, so it cannot fold BatchNorm into the convolutions or pre-pack weights: the
-        # same network ran 2.4x slower on 640x384 and 5x slower on 96x96 crops, for outputs equal to 1e-5
-        # (`benchmarks/README.md`, "Detector weights as constants").
+        # same network ran 2.3x slower on 640x384 and 3.7x slower on 96x96 crops, for outputs equal to 1e-5
+        # (`python benchmarks/hotpaths.py`).
         weights = {init.name for init in model.graph.initializer}
         inputs = [i for i in model.graph.input if i.name not in weights]
         del model.graph.input[:]
