@@ -561,14 +561,7 @@ def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size
     container = _open_container(p)
     try:
         stream = _video_stream(container, p)
-        if threads == 1:
-            stream.thread_type = "NONE"
-            stream.thread_count = 1
-        else:
-            stream.thread_type = "AUTO"
-            stream.thread_count = threads
-        if loop_filter != "default":
-            stream.codec_context.options = {"skip_loop_filter": loop_filter}
+        _configure_decoder(stream, threads, loop_filter)
         tb = float(stream.time_base)
         start_s = _stream_start_s(stream)
         nominal_dt = 1.0 / meta.fps if meta.fps > 0 else 0.0
@@ -605,6 +598,20 @@ def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size
     _check_complete(meta, last_ts, declared_s)
     if frames:
         yield _make_batch(frames, idx, stamps, meta.rotation)
+
+
+def _configure_decoder(stream: Any, threads: int, loop_filter: str) -> None:
+    """Set a PyAV video stream's decoder up before its first packet: ``threads`` 1 = decode on the calling thread
+    only, otherwise FFmpeg's frame threads (``0`` = FFmpeg's choice); ``loop_filter`` is an FFmpeg
+    ``skip_loop_filter`` value (``"default"`` leaves deblocking on)."""
+    if threads == 1:
+        stream.thread_type = "NONE"
+        stream.thread_count = 1
+    else:
+        stream.thread_type = "AUTO"
+        stream.thread_count = threads
+    if loop_filter != "default":
+        stream.codec_context.options = {"skip_loop_filter": loop_filter}
 
 
 def _skipping_packets(container: Any, stream: Any, sample_fps: float, window_s: float,

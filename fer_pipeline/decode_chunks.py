@@ -65,12 +65,10 @@ class ChunkPlan:
     Attributes:
         chunks: in decode (= presentation) order.
         last_ts: timestamp in seconds of the stream's last frame (for the truncation check).
-        n_packets: counted packets (frames) of the stream.
     """
 
     chunks: list[Chunk]
     last_ts: float
-    n_packets: int
 
 
 def plan_chunks(path: Path, sample_fps: float, min_chunk_s: float = 1.0) -> ChunkPlan | None:
@@ -112,18 +110,18 @@ def plan_chunks(path: Path, sample_fps: float, min_chunk_s: float = 1.0) -> Chun
     # Closed GOPs: every packet after keyframe k (in decode order) is shown after it, and every packet before it is
     # shown before it. Then each group's pts range follows the previous one's and chunks are independent.
     bounds = keyframes + [n]
+    shown_before = np.maximum.accumulate(pts)  # shown_before[i]: latest pts among packets 0..i
     for a, b in zip(bounds[:-1], bounds[1:]):
-        if a > 0 and (pts[a:b].min() < pts[a] or pts[:a].max() >= pts[a]):
+        if a > 0 and (pts[a:b].min() < pts[a] or shown_before[a - 1] >= pts[a]):
             logger.debug("chunk plan: open GOP at packet %d of %s; decoding sequentially", a, path)
             return None
     order = np.sort(pts)
     stamps = order * tb - start_s
     sampler = _Sampler(sample_fps)
-    keep = [sampler.keep(t) for t in stamps.tolist()]
-    kept_order = order[np.asarray(keep, dtype=bool)]
+    keep = np.fromiter((sampler.keep(t) for t in stamps.tolist()), dtype=bool, count=n)
+    kept_order, kept_stamps = order[keep], stamps[keep]
     # frame_index = number of packets with a lower pts (the frame's rank in presentation order)
-    ranks = np.searchsorted(order, kept_order, side="left")
-    kept_pts = {int(p): (int(r), float(p * tb - start_s)) for p, r in zip(kept_order, ranks)}
+    kept_ranks = np.searchsorted(order, kept_order, side="left")
     # GOPs merged into chunks of at least min_chunk_s seconds (measured keyframe to keyframe)
     starts = [0]
     for k in keyframes:
@@ -133,9 +131,12 @@ def plan_chunks(path: Path, sample_fps: float, min_chunk_s: float = 1.0) -> Chun
         return None
     chunks = []
     for a, b in zip(starts, starts[1:] + [n]):
-        lo, hi = (int(pts[a:b].min()), int(pts[a:b].max()))
-        chunks.append(Chunk(a, b - 1, {p: v for p, v in kept_pts.items() if lo <= p <= hi}))
-    return ChunkPlan(chunks, float(stamps[-1]), n)
+        # closed GOPs: the chunk's frames are the kept pts within its own pts range (kept_order is sorted)
+        i = np.searchsorted(kept_order, pts[a:b].min(), side="left")
+        j = np.searchsorted(kept_order, pts[a:b].max(), side="right")
+        chunks.append(Chunk(a, b - 1, {int(p): (int(r), float(t)) for p, r, t in
+                                       zip(kept_order[i:j], kept_ranks[i:j], kept_stamps[i:j])}))
+    return ChunkPlan(chunks, float(stamps[-1]))
 
 
 _END = object()
@@ -224,7 +225,7 @@ def _worker(meta: VideoMeta, plan: ChunkPlan, w: int, workers: int, skip_nonref:
             out: queue.Queue, stop: threading.Event) -> None:
     """Decode chunks ``w, w + workers, ...`` of ``plan``; put ``(frame_index, timestamp_s, rgb)`` then ``_END`` per
     chunk into ``out``, or the exception that stopped it."""
-    from fer_pipeline.decode import VideoError, _one_line, _video_stream
+    from fer_pipeline.decode import VideoError, _configure_decoder, _one_line, _video_stream
 
     p = meta.path
     mine = list(range(w, len(plan.chunks), workers))
@@ -232,10 +233,7 @@ def _worker(meta: VideoMeta, plan: ChunkPlan, w: int, workers: int, skip_nonref:
     try:
         with av.open(str(p)) as container:
             stream = _video_stream(container, p)
-            stream.thread_type = "NONE"
-            stream.thread_count = 1
-            if loop_filter != "default":
-                stream.codec_context.options = {"skip_loop_filter": loop_filter}
+            _configure_decoder(stream, 1, loop_filter)
             ctx = stream.codec_context
             n_corrupt = 0
             packets = (pk for pk in container.demux(stream) if pk.size > 0)
