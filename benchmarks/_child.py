@@ -38,9 +38,20 @@ def _rusage() -> dict:
     return {"maxrss_mb": round(ru.ru_maxrss / 1024.0, 1), "cpu_s": round(ru.ru_utime + ru.ru_stime, 3)}
 
 
+def _config():
+    """``PipelineConfig()`` with the dotted overrides of ``FER_BENCH_OVERRIDES`` (run.py ``--variant``) and the
+    emotion model of ``FER_BENCH_MODEL`` (run.py ``--model``); every default when neither is set."""
+    from fer_pipeline.config import PipelineConfig
+
+    overrides = json.loads(os.environ.get("FER_BENCH_OVERRIDES") or "{}")
+    model = os.environ.get("FER_BENCH_MODEL")
+    if model:
+        overrides["classify.model"] = model
+    return PipelineConfig.load(overrides=overrides) if overrides else PipelineConfig()
+
+
 def run_ours(video: str, out_dir: str) -> dict:
     import fer_pipeline.pipeline as pl
-    from fer_pipeline.config import PipelineConfig
     from fer_pipeline.report import render_all
 
     extra = {"decode_wait_s": 0.0, "thumbnails_s": 0.0, "hash_s": 0.0}
@@ -79,11 +90,7 @@ def run_ours(video: str, out_dir: str) -> dict:
     pl._prefetch, pl._jpeg, pl.sha256_file = timed_prefetch, timed_jpeg, timed_sha
 
     t_import = time.perf_counter()
-    overrides = json.loads(os.environ.get("FER_BENCH_OVERRIDES") or "{}")  # run.py --variant; none = the default
-    model = os.environ.get("FER_BENCH_MODEL")  # run.py --model
-    if model:
-        overrides["classify.model"] = model
-    cfg = PipelineConfig.load(overrides=overrides) if overrides else PipelineConfig()
+    cfg = _config()
     models = pl.Models.load(cfg)
     t_loaded = time.perf_counter()
     res = pl.analyze_video(video, out_dir, cfg, models)
@@ -108,12 +115,10 @@ def run_ours(video: str, out_dir: str) -> dict:
 
 
 def run_decode(video: str, backend: str) -> dict:
-    from fer_pipeline.config import PipelineConfig
     from fer_pipeline.decode import iter_batches, probe
 
     t_import = time.perf_counter()
-    overrides = json.loads(os.environ.get("FER_BENCH_OVERRIDES") or "{}")
-    dc = (PipelineConfig.load(overrides=overrides) if overrides else PipelineConfig()).decode
+    dc = _config().decode
     meta = probe(video)
     n = 0
     t = time.perf_counter()

@@ -59,9 +59,18 @@ TARGET_RSS_GROWTH = 0.10
 # processes and load
 # ---------------------------------------------------------------------------------------------------------------------
 
-def _cpu_times() -> tuple[int, int]:
+def _cpu_ticks() -> list[int]:
+    """The all-CPU line of ``/proc/stat``: clock ticks in user, nice, system, idle, iowait, irq, softirq, steal, ...
+
+    Raises:
+        OSError: ``/proc/stat`` cannot be read (not Linux).
+    """
     with open("/proc/stat") as fh:
-        vals = [int(x) for x in fh.readline().split()[1:]]
+        return [int(x) for x in fh.readline().split()[1:]]
+
+
+def _cpu_times() -> tuple[int, int]:
+    vals = _cpu_ticks()
     idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
     return sum(vals[:8]), idle
 
@@ -70,11 +79,10 @@ def _steal_ticks() -> int:
     """Clock ticks all CPUs of this virtual machine have waited for the hypervisor (``/proc/stat`` steal); -1 when
     unknown."""
     try:
-        with open("/proc/stat") as fh:
-            vals = fh.readline().split()[1:]
-        return int(vals[7]) if len(vals) > 7 else -1
+        vals = _cpu_ticks()
     except OSError:
         return -1
+    return vals[7] if len(vals) > 7 else -1
 
 
 def machine_busy(seconds: float = 1.0) -> dict:
