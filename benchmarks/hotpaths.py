@@ -9,7 +9,8 @@
    the four outputs.
 2. Shrinking: ``cv2.resize(..., INTER_AREA)`` against :func:`fer_pipeline.resize.shrink` for the shapes the pipeline
    resizes (a 720p frame to the detector's 640x384, a 600x600 face region to a 96x96 crop, a 720p frame to a 240-px
-   thumbnail), milliseconds per call and mean absolute pixel difference, on a frame of the 720p benchmark clip.
+   thumbnail), milliseconds per call and mean absolute pixel difference, on a frame of the 720p benchmark clip; and
+   PIL's ``thumbnail()``, which the report thumbnails used before.
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ def shrinking(repeat: int) -> None:
         d = np.abs(cv2.resize(src, size, interpolation=cv2.INTER_AREA).astype(np.int16) - shrink(src, size)).mean()
         print(f"  {name}: INTER_AREA {t_area:.2f} ms, shrink {t_shrink:.2f} ms (x{t_area / t_shrink:.1f}); "
               f"mean |pixel difference| {d:.2f}")
+    # what the report thumbnails used before (fer_pipeline.pipeline._jpeg): PIL's thumbnail() on the whole frame
+    from PIL import Image
+
+    def pil_thumbnail():
+        im = Image.fromarray(frame)
+        im.thumbnail((240, 240))
+        return im
+
+    print(f"  720p frame -> 240-px thumbnail with PIL's thumbnail(): {_ms(pil_thumbnail, repeat):.2f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:

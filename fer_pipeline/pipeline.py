@@ -147,7 +147,7 @@ def _jpeg(img: np.ndarray, max_side: int, quality: int = 80) -> bytes:
 
     h, w = img.shape[:2]
     s = min(1.0, max_side / max(h, w))
-    if s < 1.0:  # fer_pipeline.resize.shrink: 2.6x faster than PIL's thumbnail() on a 720p frame
+    if s < 1.0:  # 1.4 ms against 4.7 ms for PIL's thumbnail() on a 720p frame (benchmarks/hotpaths.py)
         img = shrink(img, (max(1, round(w * s)), max(1, round(h * s))))
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=quality)
