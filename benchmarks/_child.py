@@ -124,12 +124,13 @@ def run_decode(video: str, backend: str) -> dict:
     t = time.perf_counter()
     skip = os.environ.get("FER_BENCH_DECODE_SKIP", "1") != "0"
     for batch in iter_batches(video, sample_fps=5, batch_size=16, backend=backend, skip_nonref=skip,
-                              threads=dc.threads, skip_loop_filter=dc.skip_loop_filter):
+                              threads=dc.threads, skip_loop_filter=dc.skip_loop_filter,
+                              snap_to_anchors=dc.snap_to_anchors):
         n += len(batch)
     t_end = time.perf_counter()
     return {"import_s": round(t_import - T0, 3), "decode_s": round(t_end - t, 3), "frames": n,
             "duration_s": meta.duration_s, "backend": backend, "skip_nonref": skip, "threads": dc.threads,
-            "skip_loop_filter": dc.skip_loop_filter}
+            "skip_loop_filter": dc.skip_loop_filter, "snap_to_anchors": dc.snap_to_anchors}
 
 
 def main(argv: list[str]) -> int:

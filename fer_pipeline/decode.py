@@ -405,7 +405,7 @@ def _probe_pyav(p: Path) -> tuple[VideoMeta, float]:
 
 def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: int = 16,
                  backend: str = "decord", skip_nonref: bool = True, threads: int = 0,
-                 skip_loop_filter: str = "default") -> Iterator[FrameBatch]:
+                 skip_loop_filter: str = "default", snap_to_anchors: bool = False) -> Iterator[FrameBatch]:
     """Stream a video as batches of sampled, upright RGB frames (see the module docstring for the sampling rule).
 
     The file is probed (and validated) before the first batch is produced, so a bad file raises on the first
@@ -428,6 +428,11 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
         skip_loop_filter: PyAV: frames decoded without the in-loop deblocking filter: ``"default"`` none (exact
             decode), ``"nonref"`` only non-reference frames (no other frame depends on them, so only those samples
             change), ``"all"`` every frame (errors then accumulate until the next keyframe).
+        snap_to_anchors: PyAV, chunked decoding only: a sample that the rule puts on a reordered frame (a B-frame)
+            takes the nearest anchor frame (I/P) within half a sampling interval instead, so that B-frames need not
+            be decoded (see "Anchor frames" in the module docstring). Timestamps and indices stay those of the frames
+            delivered; samples move by at most half a sampling interval (two frames at 30 fps and 5 Hz on x264's
+            usual three B-frames).
 
     Yields:
         ``FrameBatch`` with ``frames`` ``(B, H, W, 3) uint8`` RGB upright (``H, W`` as in :func:`probe`),
@@ -461,7 +466,7 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
         from fer_pipeline.decode_chunks import default_workers, iter_chunk_batches, plan_chunks
 
         workers = int(threads) or default_workers()
-        plan = plan_chunks(meta.path, fps) if workers > 1 else None
+        plan = plan_chunks(meta.path, fps, snap=bool(snap_to_anchors)) if workers > 1 else None
         if plan is not None:
             _check_complete(meta, plan.last_ts, declared_s)
             logger.debug("decoding %s in %d chunks on %d threads", meta.path, len(plan.chunks), workers)

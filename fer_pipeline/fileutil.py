@@ -1,9 +1,10 @@
-"""Small file helpers shared by stages: content hashes and atomic writes."""
+"""Small file helpers shared by stages: content hashes, video ids and atomic writes."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -52,3 +53,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """:func:`atomic_write_bytes` for UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def make_video_id(path: str | Path, sha256: str | None) -> str:
+    """Readable, stable id: the file stem as a slug plus 10 hex digits of the content hash.
+
+    The same content under the same name always gets the same id; a renamed or edited file gets a new one. Without a
+    hash (unreadable file) the digits come from the path. Only ``[a-z0-9-]`` are used, so the id is safe in folder
+    names, URLs and HTML.
+    """
+    stem = Path(str(path)).stem.lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:40].strip("-") or "video"
+    if not sha256:
+        sha256 = hashlib.sha256(str(Path(str(path)).absolute()).encode()).hexdigest()
+    return f"{slug}-{sha256[:10]}"

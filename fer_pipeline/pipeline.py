@@ -20,21 +20,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import pandas as pd
 
 from fer_pipeline import __version__
-from fer_pipeline.aggregate import audience, prob_columns, timeline
 from fer_pipeline.align import align_faces
 from fer_pipeline.config import PipelineConfig
-from fer_pipeline.fileutil import atomic_write_bytes, sha256_file
+from fer_pipeline.fileutil import atomic_write_bytes, make_video_id, sha256_file
 from fer_pipeline.headpose import head_pose, is_attentive
 from fer_pipeline.resize import shrink
-from fer_pipeline.store import VideoWriter, make_video_id, read_video_row
+from fer_pipeline.store import VideoWriter, read_video_row
 from fer_pipeline.track import build_tracker, short_tracks
 from fer_pipeline.types import Faces, FrameBatch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,16 @@ def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 2) -> It
     finally:
         stop.set()
         th.join(timeout=5)
+
+
+def _import_output_modules() -> None:
+    """Import the modules that only aggregation and storage use (see :func:`_run`); errors surface there."""
+    try:
+        import pyarrow.parquet  # noqa: F401
+
+        import fer_pipeline.aggregate  # noqa: F401  (pandas)
+    except ImportError:
+        pass
 
 
 def _jpeg(img: np.ndarray, max_side: int, quality: int = 80) -> bytes:
@@ -258,11 +269,13 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     row.update(duration_s=meta.duration_s, fps=meta.fps, width=meta.width, height=meta.height)
     labels = models.emotion.labels
     # The tracker is built in a helper thread while the first batch decodes: its first import (trackers ->
-    # supervision -> scipy, ~0.7 s) then overlaps the wait for that batch instead of following it.
+    # supervision -> scipy, ~0.7 s) then overlaps the wait for that batch instead of following it. The same thread
+    # then imports what only the end of the video needs (pandas, pyarrow: ~0.3 s), while the decoders run.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build-tracker")
     pending_tracker = pool.submit(build_tracker, cfg.track.tracker, high_conf_threshold=cfg.track.high_conf_threshold,
                                   activation_threshold=cfg.track.activation_threshold, min_iou=cfg.track.min_iou,
                                   max_lost_s=cfg.track.max_lost_s)
+    pool.submit(_import_output_modules)
     pool.shutdown(wait=False)
     tracker = None
     template = models.emotion.spec.template
@@ -276,7 +289,7 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     frames_sampled = 0
     for batch in _prefetch(iter_batches(path, cfg.decode.sample_fps, cfg.decode.batch_size, cfg.decode.backend,
                                         cfg.decode.skip_nonref, cfg.decode.threads,
-                                        cfg.decode.skip_loop_filter), times):
+                                        cfg.decode.skip_loop_filter, cfg.decode.snap_to_anchors), times):
         if tracker is None:
             tracker = pending_tracker.result()
         frames_sampled += len(batch)
@@ -329,6 +342,10 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         raise VideoError(f"no frames could be decoded: {path}")
 
     t = time.perf_counter()
+    import pandas as pd
+
+    from fer_pipeline.aggregate import audience, prob_columns, timeline
+
     pcols = prob_columns(labels)
     if face_parts:
         cat = {k: np.concatenate([p[k] for p in face_parts]) for k in face_parts[0]}

@@ -7,21 +7,25 @@ declared up front from the model's labels (ARCHITECTURE.md); a table whose colum
 Atomicity: each file is written to a temporary name in a staging folder on the same file system and renamed into
 place; a video's ``videos`` row is written last, so a video counts as done only once all its tables are complete.
 Readers never see a half-written file.
+
+pandas and pyarrow are imported on first use, not with this module, so that a process can start decoding its first
+video without waiting for them (:func:`fer_pipeline.pipeline.analyze_video` imports them in a helper thread meanwhile).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from fer_pipeline.fileutil import make_video_id
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +34,8 @@ TABLES = ("faces", "timeline", "audience", "videos")
 
 def faces_schema(labels) -> pa.Schema:
     """Schema of ``faces`` (without the ``video_id`` partition column)."""
+    import pyarrow as pa
+
     return pa.schema([("frame_index", pa.int64()), ("timestamp_s", pa.float64()), ("track_id", pa.int64()),
                       ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32()),
                       ("det_score", pa.float32()), *[(f"p_{lab}", pa.float32()) for lab in labels],
@@ -41,6 +47,8 @@ def faces_schema(labels) -> pa.Schema:
 
 def timeline_schema(labels) -> pa.Schema:
     """Schema of ``timeline`` (without ``video_id``)."""
+    import pyarrow as pa
+
     return pa.schema([("track_id", pa.int64()), ("second", pa.int64()), ("n_samples", pa.int64()),
                       *[(f"p_{lab}", pa.float32()) for lab in labels], ("emotion", pa.string()),
                       ("valence", pa.float32()), ("expressiveness", pa.float32()), ("attention", pa.float32())])
@@ -48,35 +56,25 @@ def timeline_schema(labels) -> pa.Schema:
 
 def audience_schema(labels) -> pa.Schema:
     """Schema of ``audience`` (without ``video_id``)."""
+    import pyarrow as pa
+
     return pa.schema([("second", pa.int64()), ("viewers", pa.int64()),
                       *[(f"p_{lab}", pa.float32()) for lab in labels],
                       *[(f"share_{lab}", pa.float32()) for lab in labels],
                       ("valence", pa.float32()), ("expressiveness", pa.float32()), ("attention", pa.float32())])
 
 
-VIDEOS_SCHEMA = pa.schema([
-    ("path", pa.string()), ("sha256", pa.string()), ("status", pa.string()), ("error", pa.string()),
-    ("duration_s", pa.float64()), ("fps", pa.float64()), ("width", pa.int64()), ("height", pa.int64()),
-    ("frames_sampled", pa.int64()), ("faces_detected", pa.int64()), ("tracks", pa.int64()),
-    ("processing_s", pa.float64()), ("emotion_model", pa.string()), ("detector", pa.string()),
-    ("pipeline_version", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
-])
+def videos_schema() -> pa.Schema:
+    """Schema of ``videos`` (without ``video_id``)."""
+    import pyarrow as pa
 
-
-def make_video_id(path: str | Path, sha256: str | None) -> str:
-    """Readable, stable id: the file stem as a slug plus 10 hex digits of the content hash.
-
-    The same content under the same name always gets the same id; a renamed or edited file gets a new one. Without a
-    hash (unreadable file) the digits come from the path. Only ``[a-z0-9-]`` are used, so the id is safe in folder
-    names, URLs and HTML.
-    """
-    stem = Path(str(path)).stem.lower()
-    slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:40].strip("-") or "video"
-    if not sha256:
-        import hashlib
-
-        sha256 = hashlib.sha256(str(Path(str(path)).absolute()).encode()).hexdigest()
-    return f"{slug}-{sha256[:10]}"
+    return pa.schema([
+        ("path", pa.string()), ("sha256", pa.string()), ("status", pa.string()), ("error", pa.string()),
+        ("duration_s", pa.float64()), ("fps", pa.float64()), ("width", pa.int64()), ("height", pa.int64()),
+        ("frames_sampled", pa.int64()), ("faces_detected", pa.int64()), ("tracks", pa.int64()),
+        ("processing_s", pa.float64()), ("emotion_model", pa.string()), ("detector", pa.string()),
+        ("pipeline_version", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
+    ])
 
 
 def to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -93,6 +91,8 @@ def to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
         if missing or extra:
             raise ValueError(f"columns differ from the declared schema: missing {missing}, unexpected {extra}")
         df = df[want]
+    import pyarrow as pa
+
     return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
 
 
@@ -131,11 +131,13 @@ class VideoWriter:
         if table == "audience":
             return audience_schema(self.labels)
         if table == "videos":
-            return VIDEOS_SCHEMA
+            return videos_schema()
         raise ValueError(f"unknown table {table!r}; expected one of {TABLES}")
 
     def write(self, table: str, df: pd.DataFrame) -> None:
         """Stage one table of this video (not visible until :meth:`commit`)."""
+        import pyarrow.parquet as pq
+
         schema = self._schema(table)
         t = to_table(df, schema)
         t = t.replace_schema_metadata({**(t.schema.metadata or {}), **{k.encode(): v.encode()
@@ -149,7 +151,9 @@ class VideoWriter:
         """Write the ``videos`` row and move every staged table into ``OUT/<table>/video_id=<id>/``, replacing an
         earlier result of the same video. Tables not written this time are removed for this video, so the datasets
         stay consistent with its ``videos`` row."""
-        self.write("videos", pd.DataFrame([{k: video_row.get(k) for k in VIDEOS_SCHEMA.names}]))
+        import pandas as pd
+
+        self.write("videos", pd.DataFrame([{k: video_row.get(k) for k in videos_schema().names}]))
         try:
             for table in TABLES:  # "videos" last: marks the video done
                 dest = self.out / table / f"video_id={self.video_id}"
@@ -175,12 +179,16 @@ def read_video_row(out_dir: str | Path, video_id: str) -> dict | None:
     f = Path(out_dir) / "videos" / f"video_id={video_id}" / "part-0.parquet"
     if not f.is_file():
         return None
+    import pyarrow.parquet as pq
+
     rows = pq.read_table(f).to_pylist()
     return rows[0] if rows else None
 
 
 def read_table(out_dir: str | Path, table: str) -> pd.DataFrame:
     """Read a whole dataset (all videos) with ``video_id`` as a plain string column; empty DataFrame if absent."""
+    import pandas as pd
+
     d = Path(out_dir) / table
     if not d.is_dir() or not any(d.glob("video_id=*/*.parquet")):
         return pd.DataFrame()
@@ -194,5 +202,5 @@ def clean_staging(out_dir: str | Path) -> None:
     shutil.rmtree(Path(out_dir) / ".staging", ignore_errors=True)
 
 
-__all__ = ["TABLES", "VideoWriter", "clean_staging", "faces_schema", "timeline_schema", "audience_schema",
-           "VIDEOS_SCHEMA", "make_video_id", "read_table", "read_video_row", "to_table", "np"]
+__all__ = ["TABLES", "VideoWriter", "audience_schema", "clean_staging", "faces_schema", "make_video_id", "read_table",
+           "read_video_row", "timeline_schema", "to_table", "videos_schema"]

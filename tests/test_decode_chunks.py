@@ -110,10 +110,11 @@ def test_open_gop_falls_back_to_sequential(tmp_path, chunked):
     assert idx.tolist() == list(range(0, 60, 6)) and picture_index(frames).tolist() == idx.tolist()
 
 
-def test_early_stop_ends_worker_threads(tmp_path):
+@pytest.mark.parametrize("sample_fps,snap", [(None, False), (5.0, True)])
+def test_early_stop_ends_worker_threads(tmp_path, sample_fps, snap):
     path = short_gop(tmp_path / "long.mp4", [round(1000 * i / 30) for i in range(60)], gop=6)
     before = {t.name for t in threading.enumerate()}
-    gen = iter_batches(path, sample_fps=None, batch_size=1, backend="pyav", threads=2)
+    gen = iter_batches(path, sample_fps=sample_fps, batch_size=1, backend="pyav", threads=2, snap_to_anchors=snap)
     next(gen)
     gen.close()  # the consumer stops after one batch: the workers must not hang on their full queues
     alive = [t for t in threading.enumerate() if t.name.startswith("decode-") and t.name not in before]
@@ -125,3 +126,91 @@ def test_early_stop_ends_worker_threads(tmp_path):
 def test_bad_threads_value():
     with pytest.raises(ValueError, match="threads"):
         next(iter_batches(CLIPS[0], threads=-1, backend="pyav"))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# snap_to_anchors: samples on B-frames move to the nearest I/P-frame, verified bit-exact on the first chunk
+# --------------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def anchor_checks(monkeypatch):
+    """Records every ``_AnchorCheck`` the chunk decoder made (its ``skip`` is the verdict)."""
+    made = []
+
+    class Recording(decode_chunks._AnchorCheck):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            made.append(self)
+
+    monkeypatch.setattr(decode_chunks, "_AnchorCheck", Recording)
+    return made
+
+
+@pytest.mark.parametrize("path", CLIPS, ids=lambda p: p.name)
+def test_snap_to_anchors_real_clips(path, chunked, anchor_checks):
+    idx_all, ts_all, fr_all = collect(path, sample_fps=None, threads=1, skip_nonref=False, batch_size=64)
+    idx_x, ts_x, _ = collect(path, sample_fps=5.0, threads=2)
+    idx, ts, fr = collect(path, sample_fps=5.0, threads=2, snap_to_anchors=True)
+    plan = chunked[-1]
+    # one sample per sample of the exact rule, moved by at most half a sampling interval from its tick
+    assert len(idx) == len(idx_x)
+    assert np.all(np.diff(idx) > 0) and np.all(np.diff(ts) > 0)
+    assert np.abs(ts - ts_x).max() <= 0.1 + 1.0 / 23.0
+    # each delivered frame is exactly that frame of a full sequential decode, with its own index and timestamp
+    pos = {int(i): k for k, i in enumerate(idx_all)}
+    assert all(np.array_equal(fr[j], fr_all[pos[int(i)]]) for j, i in enumerate(idx))
+    assert ts.tolist() == ts_all[[pos[int(i)] for i in idx]].tolist()
+    if plan is None or plan.reordered is None:  # single_face.mp4: one GOP, decoded sequentially
+        assert idx.tolist() == idx_x.tolist()
+        return
+    assert not any(set(c.snapped) & plan.reordered for c in plan.chunks)  # no snapped sample on a B-frame
+    assert len(anchor_checks) == 1 and anchor_checks[0].n_compared > 0
+    # The iPhone HEVC clips pass the check: B-frames skipped, samples moved to anchors. The Pexels x264 clip predicts
+    # P-frames from B-frames (B-pyramid with several references): the check sees it, and the file is decoded exactly
+    # with the exact rule's samples.
+    assert anchor_checks[0].skip == (path.suffix == ".mov")
+    if anchor_checks[0].skip:
+        assert (idx != idx_x).any()
+    else:
+        assert idx.tolist() == idx_x.tolist()
+
+
+def test_snap_falls_back_to_exact_decoding_when_the_check_fails(monkeypatch, chunked, anchor_checks, caplog):
+    clip = VIDEOS / "face_noface.mov"  # passes the check (test above) unless the digests differ
+    counter = iter(range(10**6))
+    monkeypatch.setattr(decode_chunks, "_digest", lambda frame: next(counter).to_bytes(8, "little"))  # never equal
+    idx_all, _, fr_all = collect(clip, sample_fps=None, threads=1, skip_nonref=False, batch_size=64)
+    with caplog.at_level("INFO", logger="fer_pipeline.decode_chunks"):
+        idx, _, fr = collect(clip, sample_fps=5.0, threads=2, snap_to_anchors=True)
+    assert len(anchor_checks) == 1 and not anchor_checks[0].skip
+    assert "decoding reordered frames too" in caplog.text
+    idx_x, _, _ = collect(clip, sample_fps=5.0, threads=2)
+    assert idx.tolist() == idx_x.tolist()  # the exact rule's samples
+    pos = {int(i): k for k, i in enumerate(idx_all)}
+    assert all(np.array_equal(fr[j], fr_all[pos[int(i)]]) for j, i in enumerate(idx))
+
+
+def test_snap_generated_b_frames_pictures_match_indices(tmp_path, chunked):
+    path = short_gop(tmp_path / "b.mp4", [round(1000 * i / 30) for i in range(64)], gop=16)
+    idx, ts, frames = collect(path, sample_fps=5.0, threads=2, snap_to_anchors=True)
+    assert chunked[-1] is not None and chunked[-1].reordered  # libx264's defaults use B-frames
+    assert picture_index(frames).tolist() == idx.tolist()
+    ticks = np.arange(len(idx)) / 5.0
+    assert np.all(np.abs(ts - ticks) < 0.1)
+
+
+def test_snap_to_anchors_rule():
+    stamps = np.arange(30) / 30.0
+    kept = np.array([0, 6, 12, 18, 24])
+    ticks = np.array([0.0, 0.2, 0.4, 0.6, 0.8])
+    anchor = np.zeros(30, bool)
+    anchor[[0, 5, 9, 12, 17, 21, 24, 28]] = True
+    # exact frames that are anchors stay; others take the nearest anchor within [tick - 0.1 s, tick + 0.1 s)
+    assert decode_chunks.snap_to_anchors(stamps, anchor, kept, ticks, 5.0).tolist() == [0, 5, 12, 17, 24]
+    near = np.zeros(30, bool)
+    near[[0, 7, 12, 19, 25]] = True
+    assert decode_chunks.snap_to_anchors(stamps, near, kept, ticks, 5.0).tolist() == [0, 7, 12, 19, 25]
+    # a tick with no anchor within half a sampling interval: no snapping at all
+    sparse = np.zeros(30, bool)
+    sparse[[0, 29]] = True
+    assert decode_chunks.snap_to_anchors(stamps, sparse, kept, ticks, 5.0) is None
