@@ -58,7 +58,7 @@ def run_ours(video: str, out_dir: str) -> dict:
 
     orig_prefetch, orig_jpeg, orig_sha = pl._prefetch, pl._jpeg, pl.sha256_file
 
-    def timed_prefetch(it, times, depth=2):
+    def timed_prefetch(it, times, depth=1):
         gen = orig_prefetch(it, times, depth)
         try:
             while True:

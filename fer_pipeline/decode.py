@@ -44,6 +44,22 @@ file: 41.7 s in chunks on 2 cores against 78.1 s on one thread (`benchmarks/READ
 (22% less decode-only CPU with ``"all"``; 43-60 dB PSNR against the exact frames, 95-100% of the faces' emotions
 unchanged); off by default because the whole pipeline was not measurably faster with it.
 
+Anchor frames (PyAV, chunked decoding, ``snap_to_anchors=True``, the pipeline's default ``decode.snap_to_anchors``):
+most H.264/HEVC files from x264/x265 and phones reorder frames: B-frames are shown before a P-frame that is decoded
+first. About three frames in four of the 720p30 benchmark file are B-frames, and skipping only the non-reference ones
+still leaves the reference B-frames to decode. With snapping, a sample that the rule puts on a reordered frame takes
+the nearest *anchor* (a frame no earlier-decoded frame is shown after: an I- or P-frame) within half a sampling
+interval of its tick instead (at 30 fps and 5 Hz with x264's usual three B-frames: at most two frames away), so the
+chunk decoders can skip every B-frame (``skip_frame="BIDIR"`` on their packets). Timestamps and indices stay those of
+the frames delivered. Whether that is safe depends on the encoder: if an I/P-frame is predicted from a B-frame,
+skipping B-frames corrupts it. So before any frame is delivered, two threads decode the first chunk's first 16
+anchors both ways and compare their pixels (luma digests); only if every one is bit-identical are B-frames skipped
+and the snapped samples delivered, otherwise the file is decoded exactly and delivers the exact rule's samples. Of the
+shared clips, the iPhone HEVC ones pass and the Pexels x264 one (B-pyramid, several references) does not; the
+benchmark files (x264 veryfast, OBS's default preset) pass: decode-only of the 1-minute 720p file takes 30% less CPU
+(``benchmarks/README.md``). Sequential decoding (``threads=1``, files that cannot be split) never snaps. Without
+reordered frames (most webcam and real-time encoders) there is nothing to skip and nothing moves.
+
 Backends: ``"pyav"`` (the pipeline's default: decodes the frames as above, converts only kept frames to RGB) and
 ``"decord"`` (indexes the file, picks the kept indices from ``get_frame_timestamp`` and decodes them per chunk with
 ``get_batch``). Measured on a 10-minute 720p30 file at 5 Hz (2-core CPU, the other core busy): PyAV decoded 387 s

@@ -103,7 +103,7 @@ class StageTimes:
         return {k: round(v, 3) for k, v in vars(self).items() if k != "extra"}
 
 
-def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 2) -> Iterator[FrameBatch]:
+def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1) -> Iterator[FrameBatch]:
     """Run ``it`` in a thread, ``depth`` batches ahead; re-raise its exception in the caller."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
