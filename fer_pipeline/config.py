@@ -33,7 +33,7 @@ class DecodeConfig(_Section):
                          "1 = sequential on one thread; N = N chunk decoders")
     snap_to_anchors: bool = Field(True, description="pyav, chunked decoding: a sample that would fall on a B-frame "
                                   "takes the nearest I/P-frame within half a sampling interval instead, so B-frames "
-                                  "are not decoded (30% less decode CPU on the 720p benchmark file; checked "
+                                  "are not decoded (29% less decode CPU on the 720p benchmark file; checked "
                                   "bit-exact on the first chunk of each file, see fer_pipeline/decode.py); false "
                                   "samples the first frame at or after each tick")
     skip_loop_filter: Literal["default", "nonref", "all"] = Field(
