@@ -58,8 +58,8 @@ def run_ours(video: str, out_dir: str) -> dict:
 
     orig_prefetch, orig_jpeg, orig_sha = pl._prefetch, pl._jpeg, pl.sha256_file
 
-    def timed_prefetch(it, times, depth=1):
-        gen = orig_prefetch(it, times, depth)
+    def timed_prefetch(*args, **kwargs):  # the pipeline's own prefetch depth, whatever its default
+        gen = orig_prefetch(*args, **kwargs)
         try:
             while True:
                 t = time.perf_counter()

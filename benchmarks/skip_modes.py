@@ -19,6 +19,7 @@ import time
 import av
 
 MODES = ("DEFAULT", "NONREF", "BIDIR")
+PICT_TYPES = {1: "I", 2: "P", 3: "B"}  # FFmpeg's AVPictureType values (PyAV gives the int)
 
 
 def decode(path: str, mode: str, loop_filter: str, seconds: float) -> tuple[collections.Counter, float]:
@@ -33,7 +34,7 @@ def decode(path: str, mode: str, loop_filter: str, seconds: float) -> tuple[coll
         counts: collections.Counter = collections.Counter()
         t0 = time.perf_counter()
         for frame in container.decode(stream):
-            counts[frame.pict_type.name if hasattr(frame.pict_type, "name") else str(frame.pict_type)] += 1
+            counts[PICT_TYPES.get(int(frame.pict_type), str(frame.pict_type))] += 1
             if frame.pts is not None and frame.pts * tb >= seconds:
                 break
         return counts, time.perf_counter() - t0

@@ -378,13 +378,14 @@ def _check_pass(meta: VideoMeta, plan: ChunkPlan, check: _AnchorCheck, skip: boo
             if want != mode:
                 ctx.skip_frame = want
                 mode = want
+            last = pos >= chunk.last or len(wanted) >= CHECK_ANCHORS
             frames = list(ctx.decode(packet))
-            if pos >= chunk.last or len(wanted) >= CHECK_ANCHORS:
-                frames += ctx.decode(None)
+            if last:
+                frames += ctx.decode(None)  # drain: anchors still held for reordering
             for frame in frames:
                 if frame.pts in wanted:
                     out[frame.pts] = _digest(frame)
-            if pos >= chunk.last or len(wanted) >= CHECK_ANCHORS:
+            if last:
                 return out
     return out
 
