@@ -24,6 +24,7 @@ and the dotted overrides in ``FER_BENCH_OVERRIDES`` (JSON, e.g. ``{"decode.backe
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -52,7 +53,6 @@ def _config():
 
 def run_ours(video: str, out_dir: str) -> dict:
     import fer_pipeline.pipeline as pl
-    from fer_pipeline.report import render_all
 
     extra = {"decode_wait_s": 0.0, "thumbnails_s": 0.0, "hash_s": 0.0}
 
@@ -95,6 +95,8 @@ def run_ours(video: str, out_dir: str) -> dict:
     t_loaded = time.perf_counter()
     res = pl.analyze_video(video, out_dir, cfg, models)
     t_analyzed = time.perf_counter()
+    from fer_pipeline.report import render_all  # imported after the analysis, as flows/analyze.py does
+
     written = render_all(out_dir)
     t_reported = time.perf_counter()
     if res.get("status") != "ok":
@@ -142,6 +144,7 @@ def main(argv: list[str]) -> int:
     out.update(_rusage(), mode=mode, pid=os.getpid(), python=sys.version.split()[0])
     sys.stdout.flush()
     print(json.dumps(out, default=str))
+    gc.freeze()  # as the CLI does at exit (fer_pipeline.cli.main)
     return 0
 
 

@@ -80,6 +80,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -589,6 +590,7 @@ def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size
         skip = skip_nonref and sample_fps > 0 and 0 < sample_fps < meta.fps
         packets = _skipping_packets(container, stream, sample_fps, nominal_dt, start_s) if skip else None
         pts_index = _PtsIndex()
+        buffers = BatchBuffers()
         index = -1
         try:
             for frame in _decode(container, stream, packets, pts_index):
@@ -607,7 +609,7 @@ def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size
                 idx.append(index)
                 stamps.append(ts)
                 if len(frames) == batch_size:
-                    yield _make_batch(frames, idx, stamps, meta.rotation)
+                    yield _make_batch(frames, idx, stamps, meta.rotation, buffers)
                     frames, idx, stamps = [], [], []
         except av.error.FFmpegError as e:
             raise VideoError(f"cannot decode (corrupt or truncated): {p}: {_one_line(e)} (after frame {index})",
@@ -618,7 +620,7 @@ def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size
         logger.warning("%d frame(s) of %s were flagged corrupt by the decoder", n_corrupt, p)
     _check_complete(meta, last_ts, declared_s)
     if frames:
-        yield _make_batch(frames, idx, stamps, meta.rotation)
+        yield _make_batch(frames, idx, stamps, meta.rotation, buffers)
 
 
 def _configure_decoder(stream: Any, threads: int, loop_filter: str) -> None:
@@ -718,8 +720,39 @@ def _iter_decord(vr: Any, meta: VideoMeta, declared_s: float, sample_fps: float,
         yield FrameBatch(frames=arr, frame_index=chunk.astype(np.int64), timestamp_s=stamps[chunk])
 
 
-def _make_batch(frames: list[np.ndarray], idx: list[int], stamps: list[float], rotation: int) -> FrameBatch:
-    """Stack kept frames into a rotated ``FrameBatch``."""
-    arr = apply_rotation(np.stack(frames), rotation)
+class BatchBuffers:
+    """Reuses the ``(B, H, W, 3)`` arrays of earlier batches that nothing references any more.
+
+    A fresh array per batch (44 MB for 16 frames of 720p) is paid again in page faults on its first touch: stacking
+    the batches took 0.55-0.65 CPU s per minute of 720p video in the pipeline against 0.21-0.36 s with reused arrays
+    (``benchmarks/README.md``, "Issue #4, fifth round"). An array is reused only while this pool holds its one
+    reference (CPython's reference count), so a batch that a consumer keeps, or a view of it, is never overwritten;
+    such a batch just costs a new array. At most ``keep`` arrays are pooled; they are freed with the pool.
+
+    Args:
+        keep: most arrays held (a pipeline with one batch prefetched has 4-5 alive at once).
+    """
+
+    def __init__(self, keep: int = 6) -> None:
+        self.keep = int(keep)
+        self._arrays: list[np.ndarray] = []
+
+    def stack(self, frames: list[np.ndarray]) -> np.ndarray:
+        """``np.stack(frames)``, into a pooled array of that shape and dtype when one is free."""
+        shape, dtype = (len(frames),) + frames[0].shape, frames[0].dtype
+        for arr in self._arrays:
+            # three references when free: the pool's list, this loop's variable and getrefcount's argument
+            if arr.shape == shape and arr.dtype == dtype and sys.getrefcount(arr) <= 3:
+                return np.stack(frames, out=arr)
+        arr = np.stack(frames)
+        if len(self._arrays) < self.keep:
+            self._arrays.append(arr)
+        return arr
+
+
+def _make_batch(frames: list[np.ndarray], idx: list[int], stamps: list[float], rotation: int,
+                buffers: BatchBuffers | None = None) -> FrameBatch:
+    """Stack kept frames (into a pooled array when ``buffers`` is given) into a rotated ``FrameBatch``."""
+    arr = apply_rotation(buffers.stack(frames) if buffers is not None else np.stack(frames), rotation)
     return FrameBatch(frames=arr, frame_index=np.asarray(idx, dtype=np.int64),
                       timestamp_s=np.asarray(stamps, dtype=np.float64))

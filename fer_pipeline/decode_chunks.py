@@ -240,7 +240,7 @@ def iter_chunk_batches(meta: VideoMeta, plan: ChunkPlan, batch_size: int, worker
     Raises:
         VideoError: a decode error (corrupt data), with the path and the packet position.
     """
-    from fer_pipeline.decode import _make_batch
+    from fer_pipeline.decode import BatchBuffers, _make_batch
 
     workers = max(1, min(int(workers), len(plan.chunks)))
     stop = threading.Event()
@@ -254,6 +254,7 @@ def iter_chunk_batches(meta: VideoMeta, plan: ChunkPlan, batch_size: int, worker
     frames: list[np.ndarray] = []
     idx: list[int] = []
     stamps: list[float] = []
+    buffers = BatchBuffers()
     missing = 0
     try:
         for c, chunk in enumerate(plan.chunks):
@@ -271,11 +272,11 @@ def iter_chunk_batches(meta: VideoMeta, plan: ChunkPlan, batch_size: int, worker
                 stamps.append(ts)
                 got += 1
                 if len(frames) == batch_size:
-                    yield _make_batch(frames, idx, stamps, meta.rotation)
+                    yield _make_batch(frames, idx, stamps, meta.rotation, buffers)
                     frames, idx, stamps = [], [], []
             missing += len(chunk.snapped if check is not None and check.skip else chunk.kept) - got
         if frames:
-            yield _make_batch(frames, idx, stamps, meta.rotation)
+            yield _make_batch(frames, idx, stamps, meta.rotation, buffers)
     finally:
         stop.set()
         for q in queues:  # unblock workers waiting on a full queue

@@ -290,12 +290,12 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     for batch in _prefetch(iter_batches(path, cfg.decode.sample_fps, cfg.decode.batch_size, cfg.decode.backend,
                                         cfg.decode.skip_nonref, cfg.decode.threads,
                                         cfg.decode.skip_loop_filter, cfg.decode.snap_to_anchors), times):
-        if tracker is None:
-            tracker = pending_tracker.result()
         frames_sampled += len(batch)
         t = time.perf_counter()
         dets = models.detector.detect_batch(batch.frames)
         times.detect += time.perf_counter() - t
+        if tracker is None:  # the first batch's detection ran while the helper thread was still importing
+            tracker = pending_tracker.result()
 
         t = time.perf_counter()
         tracked = [tracker.update(f, float(ts)) for f, ts in zip(dets, batch.timestamp_s)]

@@ -332,3 +332,28 @@ def test_bad_inputs_fail_at_probe(tmp_path, kind, phrase):
     path = _bad_input(kind, tmp_path)
     with pytest.raises(VideoError, match=r"^" + phrase.replace("(", r"\(").replace(")", r"\)")):
         probe(path)
+
+
+def test_batch_buffers_reuse_only_arrays_nothing_references():
+    pool = decode.BatchBuffers(keep=2)
+    frames = [np.full((4, 6, 3), i, np.uint8) for i in range(3)]
+    held = pool.stack(frames)
+    other = pool.stack(frames[::-1])  # ``held`` is still referenced: a new array, ``held`` untouched
+    assert other is not held and held[:, 0, 0, 0].tolist() == [0, 1, 2] and other[:, 0, 0, 0].tolist() == [2, 1, 0]
+    view = held[1:]  # a view keeps its base referenced too
+    first = id(held)
+    del held
+    third = pool.stack(frames)
+    assert id(third) != first and view[:, 0, 0, 0].tolist() == [1, 2]
+    del view, third
+    assert id(pool.stack(frames[::-1])) == first  # released: reused, with the new content
+    assert pool.stack(frames[:2]).shape == (2, 4, 6, 3)  # another shape: a new array
+
+
+@pytest.mark.parametrize("path", [WOLF, SINGLE], ids=["chunked", "sequential"])
+def test_kept_batches_are_never_overwritten(path):
+    """A consumer that keeps every batch gets distinct arrays (the decoders pool only released batches)."""
+    kept = list(iter_batches(path, sample_fps=5.0, batch_size=1, backend="pyav"))
+    assert len(kept) > 6 and len({id(b.frames) for b in kept}) == len(kept)
+    again = [b.frames.copy() for b in iter_batches(path, sample_fps=5.0, batch_size=1, backend="pyav")]
+    assert all(np.array_equal(a.frames, b) for a, b in zip(kept, again))
