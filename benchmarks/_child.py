@@ -95,9 +95,8 @@ def run_ours(video: str, out_dir: str) -> dict:
     t_loaded = time.perf_counter()
     res = pl.analyze_video(video, out_dir, cfg, models)
     t_analyzed = time.perf_counter()
-    from fer_pipeline.report import (
-        render_all,  # imported after the analysis, as flows/analyze.py does
-    )
+    # imported after the analysis, as flows/analyze.py does
+    from fer_pipeline.report import render_all
 
     written = render_all(out_dir)
     t_reported = time.perf_counter()
