@@ -9,6 +9,12 @@ import tempfile
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """The project's cache folder: ``$FER_PIPELINE_CACHE``, default ``~/.cache/fer-pipeline`` (decoded training sets,
+    the CenterFace graph converted for any input size). Everything in it can be rebuilt; it may not exist yet."""
+    return Path(os.environ.get("FER_PIPELINE_CACHE", Path.home() / ".cache" / "fer-pipeline"))
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in ``chunk``-byte pieces.
 

@@ -193,6 +193,31 @@ def test_centerface_model_file_and_errors(tmp_path, centerface):
         CenterFaceDetector(score_threshold=1.5)
 
 
+def test_centerface_converted_graph_is_cached(tmp_path, monkeypatch, detections, caplog):
+    """The graph rewritten for any input size is kept in the cache folder, keyed by the weights' sha256; a later
+    build reads it (no onnx rewrite) and detects the same faces; a damaged cache file is rebuilt."""
+    from fer_pipeline.detect import centerface as cf
+
+    monkeypatch.setenv("FER_PIPELINE_CACHE", str(tmp_path))
+    img, ref = detections["t1.jpg"]
+    CenterFaceDetector()
+    cached = cf.converted_cache_path(CENTERFACE_SHA256)
+    assert cached.parent == tmp_path and cached.stat().st_size > 1_000_000
+
+    def no_rewrite(path):
+        raise AssertionError("the cached graph should have been used")
+
+    with monkeypatch.context() as m:
+        m.setattr(cf, "_dynamic_model_bytes", no_rewrite)
+        again = CenterFaceDetector().detect(img)
+    np.testing.assert_allclose(again.xyxy, ref.xyxy, atol=1e-3)
+    cached.write_bytes(b"damaged")
+    with caplog.at_level("WARNING", logger="fer_pipeline.detect.centerface"):
+        rebuilt = CenterFaceDetector().detect(img)
+    assert "ignoring the cached CenterFace graph" in caplog.text and cached.stat().st_size > 1_000_000
+    np.testing.assert_allclose(rebuilt.xyxy, ref.xyxy, atol=1e-3)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # registry and shared helpers
 # ---------------------------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from fer_pipeline.detect.base import (
     finalize_faces,
     register,
 )
-from fer_pipeline.fileutil import sha256_file
+from fer_pipeline.fileutil import atomic_write_bytes, cache_dir, sha256_file
 from fer_pipeline.resize import shrink
 from fer_pipeline.types import Faces
 
@@ -98,6 +98,34 @@ def _dynamic_model_bytes(path: Path) -> bytes:
         raise DetectorError(f"cannot read CenterFace model {path}: {type(e).__name__}: {e}") from e
 
 
+#: Version of the conversion done by :func:`_dynamic_model_bytes`, part of the cached file's name.
+_CONVERSION = "dynamic-v1"
+
+
+def converted_cache_path(sha256: str) -> Path:
+    """Where the converted graph of a CenterFace file with this sha256 is kept, in
+    :func:`fer_pipeline.fileutil.cache_dir`. Reading it back skips importing ``onnx`` and rewriting the graph, 0.13 s
+    of every start-up (``benchmarks/README.md``, "Issue #4, fifth round")."""
+    return cache_dir() / f"centerface-{sha256[:16]}-{_CONVERSION}.onnx"
+
+
+def _read_converted(sha256: str) -> bytes | None:
+    """The cached converted graph, or ``None`` when there is none (or it cannot be read)."""
+    try:
+        return converted_cache_path(sha256).read_bytes()
+    except OSError:
+        return None
+
+
+def _write_converted(sha256: str, model: bytes) -> None:
+    """Keep the converted graph for later runs (atomically); a cache that cannot be written is skipped."""
+    path = converted_cache_path(sha256)
+    try:
+        atomic_write_bytes(path, model)
+    except OSError as e:
+        logger.debug("cannot cache the converted CenterFace graph at %s: %s", path, e)
+
+
 def _default_providers() -> list[str]:
     """CUDA first when this onnxruntime build has it, then CPU."""
     available = ort.get_available_providers()
@@ -157,13 +185,21 @@ class CenterFaceDetector(FaceDetector):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(intra_op_num_threads)
         opts.log_severity_level = 3  # the file carries unused BN initialisers that ORT warns about
-        try:
-            self.session = ort.InferenceSession(_dynamic_model_bytes(path), sess_options=opts,
-                                                providers=list(providers) if providers else _default_providers())
-        except DetectorError:
-            raise
-        except Exception as e:  # onnxruntime raises its own Fail / InvalidArgument / RuntimeError types
-            raise DetectorError(f"cannot load CenterFace model {path} in onnxruntime: {e}") from e
+        providers = list(providers) if providers else _default_providers()
+        cached = _read_converted(self.sha256)
+        self.session = None
+        if cached is not None:
+            try:
+                self.session = ort.InferenceSession(cached, sess_options=opts, providers=providers)
+            except Exception as e:  # noqa: BLE001 - a damaged cache file is rebuilt below
+                logger.warning("ignoring the cached CenterFace graph (%s); converting %s again", e, path)
+        if self.session is None:
+            model = _dynamic_model_bytes(path)
+            try:
+                self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+            except Exception as e:  # onnxruntime raises its own Fail / InvalidArgument / RuntimeError types
+                raise DetectorError(f"cannot load CenterFace model {path} in onnxruntime: {e}") from e
+            _write_converted(self.sha256, model)
         self.provider = self.session.get_providers()[0]
         logger.info("CenterFace %s (sha256 %s) on %s, input_max_side=%d", path, self.sha256, self.provider,
                     self.input_max_side)

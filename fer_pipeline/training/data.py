@@ -18,13 +18,14 @@ import csv
 import hashlib
 import io
 import logging
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from fer_pipeline.fileutil import cache_dir
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +106,8 @@ def _decode_gray(data: bytes) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FER_PIPELINE_CACHE", Path.home() / ".cache" / "fer-pipeline"))
-
-
 def _cached(key: str, build) -> dict:
-    path = _cache_dir() / f"{key}.npz"
+    path = cache_dir() / f"{key}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
