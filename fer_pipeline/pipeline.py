@@ -15,9 +15,11 @@ import io
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -101,6 +103,37 @@ class StageTimes:
 
     def as_dict(self) -> dict:
         return {k: round(v, 3) for k, v in vars(self).items() if k != "extra"}
+
+
+#: Python's thread switch interval while a video is analysed (seconds; CPython's default is 0.005). The decoder
+#: threads need the GIL briefly for every packet; while the main thread (or the helper importing the tracker) runs
+#: Python code, each of them waits up to one interval for it, and a core idles. 1 ms: median 5.31-5.37 s against
+#: 5.65-5.85 s for the 1-minute 720p input (interleaved runs; 0.3 ms: 5.49 s), `benchmarks/README.md`, "Issue #4,
+#: fifth round".
+SWITCH_INTERVAL_S = 0.001
+
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.005
+
+
+@contextmanager
+def _switch_interval(seconds: float):
+    """Set ``sys.setswitchinterval(seconds)`` while at least one analysis runs in this process; the previous value
+    comes back when the last one ends (videos analysed in parallel threads share the setting)."""
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(seconds)
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1) -> Iterator[FrameBatch]:
@@ -244,7 +277,8 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
                 and prev.get("emotion_model") == row["emotion_model"]):
             logger.info("skip %s: already analysed (video_id %s)", path, video_id)
             return {**prev, "status": "skipped", "video_id": video_id, "stage_s": times.as_dict()}
-        result = _run(path, out_dir, video_id, cfg, models, row, times, progress)
+        with _switch_interval(SWITCH_INTERVAL_S):
+            result = _run(path, out_dir, video_id, cfg, models, row, times, progress)
         return result
     except Exception as e:  # noqa: BLE001 - every failure of one file becomes its failed row
         from fer_pipeline.decode import VideoError

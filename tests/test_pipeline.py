@@ -161,6 +161,41 @@ def test_rerun_skips_and_force_redoes(tmp_path, cfg, models):
     assert len(read_table(tmp_path, "videos")) == 1
 
 
+def test_switch_interval_is_short_during_analysis_and_restored(tmp_path, cfg, models, no_face_video, bad_inputs):
+    import sys
+    import threading
+
+    from fer_pipeline import pipeline
+
+    before = sys.getswitchinterval()
+    seen = []
+    try:
+        sys.setswitchinterval(0.004)
+        analyze_video(no_face_video, tmp_path / "a", cfg, models, progress=lambda t: seen.append(sys.getswitchinterval()))
+        assert seen and set(seen) == {pipeline.SWITCH_INTERVAL_S} and sys.getswitchinterval() == pytest.approx(0.004)
+        assert analyze_video(bad_inputs["truncated"], tmp_path / "b", cfg, models)["status"] == "failed"
+        assert sys.getswitchinterval() == pytest.approx(0.004)
+        # overlapping analyses in threads: the setting holds until the last one ends
+        inside, release = threading.Event(), threading.Event()
+
+        def hold():
+            with pipeline._switch_interval(0.001):
+                inside.set()
+                release.wait(10)
+
+        th = threading.Thread(target=hold)
+        th.start()
+        inside.wait(10)
+        with pipeline._switch_interval(0.001):
+            pass
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        release.set()
+        th.join(10)
+        assert sys.getswitchinterval() == pytest.approx(0.004)
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_list_videos_expands_folders(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.mp4").write_bytes(b"1")
