@@ -751,8 +751,8 @@ class BatchBuffers:
 
 
 def _make_batch(frames: list[np.ndarray], idx: list[int], stamps: list[float], rotation: int,
-                buffers: BatchBuffers | None = None) -> FrameBatch:
-    """Stack kept frames (into a pooled array when ``buffers`` is given) into a rotated ``FrameBatch``."""
-    arr = apply_rotation(buffers.stack(frames) if buffers is not None else np.stack(frames), rotation)
+                buffers: BatchBuffers) -> FrameBatch:
+    """Stack kept frames (into a pooled array of ``buffers`` when one is free) into a rotated ``FrameBatch``."""
+    arr = apply_rotation(buffers.stack(frames), rotation)
     return FrameBatch(frames=arr, frame_index=np.asarray(idx, dtype=np.int64),
                       timestamp_s=np.asarray(stamps, dtype=np.float64))
