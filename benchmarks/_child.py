@@ -12,8 +12,8 @@ frame instead, and ``FER_BENCH_OVERRIDES`` (e.g. ``{"decode.threads": 1}``) chan
 Timers added here (the pipeline is not changed; these wrap module attributes of ``fer_pipeline.pipeline`` in this
 process only):
 
-* ``decode_wait_s``: time the main thread spent waiting for the next decoded batch (decode runs one batch ahead in a
-  thread; a large wait means decoding is the bottleneck).
+* ``decode_wait_s``: time the main thread spent waiting for the next decoded batch (decoding runs ahead in a child
+  process, or in a thread with ``{"decode.process": false}``; a large wait means decoding is the bottleneck).
 * ``thumbnails_s``: JPEG encoding of report thumbnails (the pipeline keeps it in ``StageTimes.extra``, which
   ``stage_s`` does not include).
 * ``hash_s``: sha256 of the input file (``analyze_video`` hashes every file for its ``video_id``).
@@ -56,10 +56,10 @@ def run_ours(video: str, out_dir: str) -> dict:
 
     extra = {"decode_wait_s": 0.0, "thumbnails_s": 0.0, "hash_s": 0.0}
 
-    orig_prefetch, orig_jpeg, orig_sha = pl._prefetch, pl._jpeg, pl.sha256_file
+    orig_batches, orig_jpeg, orig_sha = pl._batches, pl._jpeg, pl.sha256_file
 
-    def timed_prefetch(*args, **kwargs):  # the pipeline's own prefetch depth, whatever its default
-        gen = orig_prefetch(*args, **kwargs)
+    def timed_batches(*args, **kwargs):  # the pipeline's own decode process or prefetch thread, whatever its depth
+        gen = orig_batches(*args, **kwargs)
         try:
             while True:
                 t = time.perf_counter()
@@ -87,7 +87,7 @@ def run_ours(video: str, out_dir: str) -> dict:
         finally:
             extra["hash_s"] += time.perf_counter() - t
 
-    pl._prefetch, pl._jpeg, pl.sha256_file = timed_prefetch, timed_jpeg, timed_sha
+    pl._batches, pl._jpeg, pl.sha256_file = timed_batches, timed_jpeg, timed_sha
 
     t_import = time.perf_counter()
     cfg = _config()
@@ -112,6 +112,8 @@ def run_ours(video: str, out_dir: str) -> dict:
         "reports_written": len(written),
         "crop_frames": getattr(models.detector, "n_crop_frames", None),  # frames detected on face crops
         **{k: round(v, 3) for k, v in extra.items()},
+        # peak RSS of the decode process (None when decoding ran in this process), shared batch slots included
+        "decoder_peak_rss_mb": res.get("decoder_peak_rss_mb"),
         "result": {k: res.get(k) for k in keys},
         "config": cfg.model_dump(mode="json"),
     }

@@ -102,7 +102,8 @@ def run_child(cmd: list[str], timeout_s: float, cwd: Path | None = None, env: di
 
     Returns:
         ``rc``, ``wall_s`` (spawn to exit), ``maxrss_mb`` and ``cpu_s`` of that process (``wait4``; threads
-        included, grandchildren not), ``timed_out``, ``stdout_tail``/``stderr_tail`` and ``json``: the last stdout
+        included, and the CPU of the children it waited for, such as the pipeline's decode process; ``maxrss_mb``
+        is that process's own peak, so ``_child.py`` reports the decode process's peak separately), ``timed_out``, ``stdout_tail``/``stderr_tail`` and ``json``: the last stdout
         line parsed as JSON (None when it is not).
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -270,7 +271,9 @@ def summarize(name: str, meta: dict, ours: dict | None, dec: dict, fer: dict | N
                 "frames_sampled": res["frames_sampled"], "faces_detected": res["faces_detected"],
                 "tracks": res["tracks"],
                 "frames_per_s": res["frames_sampled"] / wall, "faces_per_s": res["faces_detected"] / wall,
-                "ours_rss_mb": m["maxrss_mb"], "ours_cpu_s": m["cpu_s"], "ours_cores": m["cpu_s"] / wall,
+                # the pipeline's process plus its decode process (peaks added: the shared batch slots count twice)
+                "ours_rss_mb": m["maxrss_mb"] + (j.get("decoder_peak_rss_mb") or 0.0),
+                "ours_cpu_s": m["cpu_s"], "ours_cores": m["cpu_s"] / wall,
                 "stage_s": {**st, "decode_wait": j["decode_wait_s"], "thumbnails": j["thumbnails_s"],
                             "hash": j["hash_s"], "report": j["report_s"],
                             "other": j["analyze_s"] - accounted - j["decode_wait_s"] - j["thumbnails_s"]

@@ -36,6 +36,10 @@ class DecodeConfig(_Section):
                                   "are not decoded (29% less decode CPU on the 720p benchmark file; checked "
                                   "bit-exact on the first chunk of each file, see fer_pipeline/decode.py); false "
                                   "samples the first frame at or after each tick")
+    process: bool = Field(True, description="decode in a child process with its own interpreter, handing batches "
+                          "over in shared memory (POSIX; the decoders then never wait for the pipeline's GIL: 1-minute "
+                          "720p benchmark input 8% faster, see fer_pipeline/decode_process.py); false decodes in a "
+                          "thread of the pipeline's process")
     skip_loop_filter: Literal["default", "nonref", "all"] = Field(
         "default", description="pyav: decode without the deblocking filter on no frame (default, exact), on "
         "non-reference frames only (nonref) or on all frames (all: 22% less decode CPU, errors accumulate until the "

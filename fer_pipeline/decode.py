@@ -128,6 +128,9 @@ class VideoError(ValueError):
         super().__init__(" ".join(str(message).split()))  # one line, whatever the cause's text holds
         self.path = Path(path) if path is not None else None
 
+    def __reduce__(self):  # pickled with its path (raised in the decode process, re-raised in the pipeline)
+        return (type(self), (self.args[0] if self.args else "", self.path))
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # helpers
@@ -422,7 +425,8 @@ def _probe_pyav(p: Path) -> tuple[VideoMeta, float]:
 
 def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: int = 16,
                  backend: str = "decord", skip_nonref: bool = True, threads: int = 0,
-                 skip_loop_filter: str = "default", snap_to_anchors: bool = False) -> Iterator[FrameBatch]:
+                 skip_loop_filter: str = "default", snap_to_anchors: bool = False,
+                 buffers: BatchBuffers | None = None) -> Iterator[FrameBatch]:
     """Stream a video as batches of sampled, upright RGB frames (see the module docstring for the sampling rule).
 
     The file is probed (and validated) before the first batch is produced, so a bad file raises on the first
@@ -450,6 +454,8 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
             be decoded (see "Anchor frames" in the module docstring). Timestamps and indices stay those of the frames
             delivered; samples move by at most half a sampling interval (two frames at 30 fps and 5 Hz on x264's
             usual three B-frames).
+        buffers: PyAV: where batches are stacked (anything with :meth:`BatchBuffers.stack`; the decode process
+            passes its shared slots); a new :class:`BatchBuffers` when ``None``. decord batches are its own arrays.
 
     Yields:
         ``FrameBatch`` with ``frames`` ``(B, H, W, 3) uint8`` RGB upright (``H, W`` as in :func:`probe`),
@@ -487,9 +493,11 @@ def iter_batches(path: str | Path, sample_fps: float | None = 5.0, batch_size: i
         if plan is not None:
             _check_complete(meta, plan.last_ts, declared_s)
             logger.debug("decoding %s in %d chunks on %d threads", meta.path, len(plan.chunks), workers)
-            yield from iter_chunk_batches(meta, plan, int(batch_size), workers, bool(skip_nonref), loop_filter)
+            yield from iter_chunk_batches(meta, plan, int(batch_size), workers, bool(skip_nonref), loop_filter,
+                                          buffers=buffers)
             return
-    yield from _iter_pyav(meta, declared_s, fps, int(batch_size), bool(skip_nonref), int(threads), loop_filter)
+    yield from _iter_pyav(meta, declared_s, fps, int(batch_size), bool(skip_nonref), int(threads), loop_filter,
+                          buffers)
 
 
 def _check_complete(meta: VideoMeta, last_ts: float | None, declared_s: float) -> None:
@@ -562,8 +570,10 @@ def _in_sample_window(t: float, sample_fps: float, window_s: float) -> bool:
 
 
 def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size: int,
-               skip_nonref: bool = True, threads: int = 0, loop_filter: str = "default") -> Iterator[FrameBatch]:
-    """PyAV backend: decode the frames in order, convert to RGB only the frames the sampler keeps.
+               skip_nonref: bool = True, threads: int = 0, loop_filter: str = "default",
+               buffers: BatchBuffers | None = None) -> Iterator[FrameBatch]:
+    """PyAV backend: decode the frames in order, convert to RGB only the frames the sampler keeps (stacked by
+    ``buffers``, a new :class:`BatchBuffers` when ``None``).
 
     With ``skip_nonref`` (and ``0 < sample_fps`` below the stream's frame rate) the decoder is told, packet by
     packet, to skip non-reference frames (``skip_frame="NONREF"``: no other frame is predicted from them, so nothing
@@ -590,7 +600,7 @@ def _iter_pyav(meta: VideoMeta, declared_s: float, sample_fps: float, batch_size
         skip = skip_nonref and sample_fps > 0 and 0 < sample_fps < meta.fps
         packets = _skipping_packets(container, stream, sample_fps, nominal_dt, start_s) if skip else None
         pts_index = _PtsIndex()
-        buffers = BatchBuffers()
+        buffers = buffers if buffers is not None else BatchBuffers()
         index = -1
         try:
             for frame in _decode(container, stream, packets, pts_index):

@@ -219,7 +219,8 @@ _END = object()
 
 
 def iter_chunk_batches(meta: VideoMeta, plan: ChunkPlan, batch_size: int, workers: int, skip_nonref: bool = True,
-                       loop_filter: str = "default", queue_frames: int = 4) -> Iterator[FrameBatch]:
+                       loop_filter: str = "default", queue_frames: int = 4,
+                       buffers: Any = None) -> Iterator[FrameBatch]:
     """Decode the plan's kept frames with ``workers`` threads and yield them in order as batches.
 
     Args:
@@ -233,6 +234,8 @@ def iter_chunk_batches(meta: VideoMeta, plan: ChunkPlan, batch_size: int, worker
             decoders outrun the pipeline's inference, so deeper queues only hold memory; 10-minute 720p input: 658 MB
             peak RSS with 4 frames and one prefetched batch against 744 MB with 12 and two, at the same speed,
             ``benchmarks/README.md``).
+        buffers: where batches are stacked (:class:`fer_pipeline.decode.BatchBuffers` or anything with its
+            ``stack``); a new ``BatchBuffers`` when ``None``.
 
     Yields:
         ``FrameBatch`` as :func:`fer_pipeline.decode.iter_batches` (rotation applied).
@@ -254,7 +257,7 @@ def iter_chunk_batches(meta: VideoMeta, plan: ChunkPlan, batch_size: int, worker
     frames: list[np.ndarray] = []
     idx: list[int] = []
     stamps: list[float] = []
-    buffers = BatchBuffers()
+    buffers = buffers if buffers is not None else BatchBuffers()
     missing = 0
     try:
         for c, chunk in enumerate(plan.chunks):

@@ -175,6 +175,33 @@ def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1) -> It
         th.join(timeout=5)
 
 
+def _batches(path: Path, meta, cfg: PipelineConfig, times: StageTimes, stats: dict) -> Iterator[FrameBatch]:
+    """The video's batches: decoded by a child process (``cfg.decode.process``, where
+    :func:`fer_pipeline.decode_process.available`), else by a thread of this one (:func:`_prefetch`). A child that
+    cannot be started falls back to the thread, with a warning. ``stats`` gets the child's ``decode_s`` and
+    ``decoder_peak_rss_mb``."""
+    from fer_pipeline import decode_process
+    from fer_pipeline.decode import iter_batches
+
+    d = cfg.decode
+    args = (path, d.sample_fps, d.batch_size, d.backend, d.skip_nonref, d.threads, d.skip_loop_filter,
+            d.snap_to_anchors)
+    if d.process and decode_process.available():
+        it = decode_process.iter_batches_in_process(*args, meta=meta, stats=stats)
+        try:
+            first = next(it)
+        except StopIteration:
+            return
+        except decode_process.StartError as e:  # fd limits, no fork...: decode in this process instead
+            logger.warning("decoding %s in this process: cannot start a decode process (%s)", path, _one_line(e))
+        else:
+            yield first
+            del first
+            yield from it
+            return
+    yield from _prefetch(iter_batches(*args), times)
+
+
 def _import_output_modules() -> None:
     """Import the modules that only aggregation and storage use (see :func:`_run`); errors surface there."""
     try:
@@ -296,7 +323,7 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
 
 def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: Models, row: dict,
          times: StageTimes, progress) -> dict:
-    from fer_pipeline.decode import VideoError, iter_batches, probe
+    from fer_pipeline.decode import VideoError, probe
 
     t_start = time.perf_counter()
     meta = probe(path)
@@ -317,13 +344,12 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     gray = models.emotion.spec.color == "gray"
     thumbs = cfg.output.thumbnails
 
+    decode_stats: dict = {}
     face_parts: list[dict] = []
     second_thumbs: dict[int, bytes] = {}
     track_best: dict[int, tuple[float, bytes]] = {}
     frames_sampled = 0
-    for batch in _prefetch(iter_batches(path, cfg.decode.sample_fps, cfg.decode.batch_size, cfg.decode.backend,
-                                        cfg.decode.skip_nonref, cfg.decode.threads,
-                                        cfg.decode.skip_loop_filter, cfg.decode.snap_to_anchors), times):
+    for batch in _batches(path, meta, cfg, times, decode_stats):
         frames_sampled += len(batch)
         t = time.perf_counter()
         dets = models.detector.detect_batch(batch.frames)
@@ -374,6 +400,7 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
             progress(float(batch.timestamp_s[-1]))
     if frames_sampled == 0:
         raise VideoError(f"no frames could be decoded: {path}")
+    times.decode += decode_stats.get("decode_s", 0.0)
 
     t = time.perf_counter()
     import pandas as pd
@@ -447,4 +474,7 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     times.write += time.perf_counter() - t
     logger.info("%s: %d frames, %d faces, %d tracks in %.1f s", path.name, frames_sampled, len(faces_df),
                 row["tracks"], row["processing_s"])
-    return {**row, "video_id": video_id, "stage_s": times.as_dict()}
+    out = {**row, "video_id": video_id, "stage_s": times.as_dict()}
+    if "decoder_peak_rss_mb" in decode_stats:
+        out["decoder_peak_rss_mb"] = decode_stats["decoder_peak_rss_mb"]
+    return out

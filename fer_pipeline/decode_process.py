@@ -1,0 +1,332 @@
+"""Decoding in a process of its own: :func:`iter_batches_in_process` is :func:`fer_pipeline.decode.iter_batches` run
+by a child interpreter, with the batches handed over through shared memory.
+
+Why: decoding is 60-70% of the pipeline's CPU on 720p, and PyAV's decoder threads need the GIL for a moment around
+every packet. In one process they wait for it whenever the pipeline's own threads run Python code: above all while
+the tracker's first import (``trackers`` -> ``supervision`` -> ``scipy``, ~0.7 CPU s) holds it, during which the
+chunk decoders barely ran. A child process has its own interpreter and GIL, so decoding runs on its own core from
+the start. 1-minute 720p benchmark input, 10 interleaved runs each (``benchmarks/README.md``, "Issue #4, sixth
+round"): median 5.81 s in one process against 5.33 s with a prototype of this. A decoder crash (FFmpeg on a damaged
+file) also becomes a :class:`~fer_pipeline.decode.VideoError` for that video instead of killing the worker.
+
+How (POSIX only; :func:`available`): the parent creates one anonymous shared buffer of ``slots`` batch-sized slots
+(``memfd_create`` on Linux, an unlinked temporary file elsewhere) and two pipes, and starts ``python -c ...`` (this
+module's ``_child_main``, from this copy of the package) with those file descriptors. The child runs ``iter_batches`` (chunked PyAV decoding,
+its decoder threads included), which stacks each batch straight into a free slot, then sends the slot number, indices and
+timestamps. The parent yields a :class:`~fer_pipeline.types.FrameBatch` whose ``frames`` is a view of that slot; the
+slot goes back to the child when the last reference to the array (or any view of it) is gone
+(``weakref.finalize``), so a batch that the consumer keeps is never overwritten: the child then waits for another
+slot. Log records of the child (e.g. "frame(s) ... flagged corrupt") are re-logged in the parent under the same
+logger name; exceptions are re-raised in the parent (``VideoError`` with its path). Stopping the iteration early
+ends the child; so does the parent's death (the child's next pipe operation fails).
+
+Memory: the parent no longer holds decoder state or decoded frames; the child holds its decoders, queues and one
+pooled batch, plus the shared slots. Both processes' peak RSS count the slots they touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mmap
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+from fer_pipeline.types import FrameBatch, VideoMeta
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StartError", "available", "iter_batches_in_process"]
+
+_CHILD_CODE = ("import json, sys; a = json.loads(sys.argv[1]); "
+               "a['root'] in sys.path or sys.path.insert(0, a['root']); "
+               "from fer_pipeline.decode_process import _child_main; _child_main(a)")
+
+#: Shared batch slots: one being filled by the child, one the pipeline works on, one ready in between.
+DEFAULT_SLOTS = 3
+
+
+class StartError(OSError):
+    """The decode process (or its shared memory or pipes) could not be set up; nothing was decoded."""
+
+
+def available() -> bool:
+    """Whether batches can be decoded in a child process here (POSIX: file descriptors can be passed to a child)."""
+    return os.name == "posix"
+
+
+def _shared_fd(size: int) -> int:
+    """A file descriptor of ``size`` zeroed bytes of anonymous shared memory (no name left in any file system)."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("fer-pipeline-frames", 0)
+    else:  # macOS, BSD: an unlinked temporary file (page cache backed)
+        f = tempfile.TemporaryFile()
+        fd = os.dup(f.fileno())
+        f.close()
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _release(ctl: Connection, lock: threading.Lock, slot: int) -> None:
+    """Give ``slot`` back to the child (a ``weakref.finalize`` callback; any thread, also after the child ended)."""
+    with lock:
+        try:
+            ctl.send_bytes(slot.to_bytes(4, "little"))
+        except (OSError, ValueError):  # child gone or pipe closed: nothing to give back to
+            pass
+
+
+def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, batch_size: int = 16,
+                            backend: str = "decord", skip_nonref: bool = True, threads: int = 0,
+                            skip_loop_filter: str = "default", snap_to_anchors: bool = False,
+                            meta: VideoMeta | None = None, slots: int = DEFAULT_SLOTS,
+                            stats: dict | None = None) -> Iterator[FrameBatch]:
+    """:func:`fer_pipeline.decode.iter_batches` with the decoding done by a child process (see the module docstring).
+
+    Args:
+        path, sample_fps, batch_size, backend, skip_nonref, threads, skip_loop_filter, snap_to_anchors: as for
+            :func:`~fer_pipeline.decode.iter_batches` (the same batches come out: frames, indices, timestamps).
+        meta: ``probe(path)`` when the caller has it (its ``width``/``height`` size the shared slots); probed here
+            otherwise.
+        slots: shared batch slots (>= 2), each ``batch_size * height * width * 3`` bytes.
+        stats: when given, updated with ``decode_s`` (seconds the child spent producing batches, summed) and, at the
+            end, ``decoder_peak_rss_mb`` (the child's peak resident memory, MB, shared slots included).
+
+    Yields:
+        ``FrameBatch`` as ``iter_batches``; ``frames`` is a read-write view of a shared slot, reused for a later batch
+        only once nothing references it.
+
+    Raises:
+        VideoError: the file cannot be opened or decoded (raised in the child, re-raised here), or the decoder
+            process died (e.g. killed by a signal while decoding this file).
+        ValueError: bad arguments (as ``iter_batches``).
+        StartError: the child process, its shared memory or its pipes cannot be set up (an ``OSError``).
+    """
+    from fer_pipeline.decode import VideoError, probe
+
+    if slots < 2:
+        raise ValueError(f"slots must be >= 2, got {slots!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    meta = meta or probe(path)
+    slot_bytes = int(batch_size) * meta.height * meta.width * 3
+    try:
+        shm_fd = _shared_fd(slot_bytes * slots)
+    except OSError as e:
+        raise StartError(f"no shared memory for the decode process: {e}") from e
+    try:
+        data_r, data_w = os.pipe()
+        ctl_r, ctl_w = os.pipe()
+    except OSError as e:
+        os.close(shm_fd)
+        raise StartError(f"no pipes for the decode process: {e}") from e
+    args = {"path": str(path), "sample_fps": sample_fps, "batch_size": batch_size, "backend": backend,
+            "skip_nonref": skip_nonref, "threads": threads, "skip_loop_filter": skip_loop_filter,
+            "snap_to_anchors": snap_to_anchors, "slots": slots, "slot_bytes": slot_bytes, "shm_fd": shm_fd,
+            "data_fd": data_w, "ctl_fd": ctl_r, "log_level": logging.getLogger("fer_pipeline").getEffectiveLevel()}
+    args["root"] = str(Path(__file__).resolve().parent.parent)  # the child imports this very copy of fer_pipeline
+    try:
+        mm = mmap.mmap(shm_fd, slot_bytes * slots)
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, json.dumps(args)],
+                                pass_fds=(shm_fd, data_w, ctl_r), stdin=subprocess.DEVNULL)
+    except BaseException as e:
+        for fd in (data_r, ctl_w):
+            os.close(fd)
+        if isinstance(e, OSError):
+            raise StartError(f"cannot start the decode process: {e}") from e
+        raise
+    finally:
+        for fd in (shm_fd, data_w, ctl_r):  # the child has its own copies now
+            os.close(fd)
+    data = Connection(data_r, writable=False)
+    ctl = Connection(ctl_w, readable=False)
+    lock = threading.Lock()
+    done = False
+    try:
+        while True:
+            try:
+                msg = data.recv()
+            except EOFError:
+                code = proc.wait()
+                raise VideoError(f"decoder process ended without a result (exit code {code}) on {path}",
+                                 path) from None
+            kind = msg[0]
+            if kind == "batch":
+                _, slot, shape, frame_index, timestamp_s, busy_s = msg
+                frames = np.ndarray(shape, np.uint8, buffer=mm, offset=slot * slot_bytes)
+                weakref.finalize(frames, _release, ctl, lock, slot).atexit = False
+                if stats is not None:
+                    stats["decode_s"] = stats.get("decode_s", 0.0) + busy_s
+                batch = FrameBatch(frames, frame_index, timestamp_s)
+                del frames
+                yield batch
+                del batch
+            elif kind == "log":
+                _, levelno, name, text = msg
+                logging.getLogger(name).log(levelno, "%s", text)
+            elif kind == "done":
+                done = True
+                if stats is not None:
+                    stats["decoder_peak_rss_mb"] = msg[1]
+                return
+            else:  # "error"
+                _, blob, text = msg
+                try:
+                    err = pickle.loads(blob) if blob is not None else None
+                except Exception:  # noqa: BLE001 - an exception class the parent cannot rebuild
+                    err = None
+                raise err if isinstance(err, BaseException) else RuntimeError(f"decoder process: {text}")
+    finally:
+        with lock:
+            ctl.close()
+        if not done:  # stopped early, or failed: nothing more is wanted from the child
+            proc.kill()
+        try:
+            proc.wait(timeout=5)  # after "done" the child exits at once (os._exit)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        data.close()
+        del mm  # unmapped once the last batch array that views it is gone
+
+
+# --- child ------------------------------------------------------------------------------------------------------------
+
+
+class _PipeHandler(logging.Handler):
+    """Sends the child's log records to the parent as ``("log", levelno, logger name, message)``."""
+
+    def __init__(self, send) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._send(("log", record.levelno, record.name, record.getMessage()))
+        except Exception:  # noqa: BLE001 - parent gone; logging must not raise
+            pass
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: ``VmHWM`` of ``/proc/self/status`` where there is one (Linux's
+    ``ru_maxrss`` of a child started by fork + exec also counts its parent's memory at the fork), else
+    ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except OSError:
+        pass
+    import resource
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 1)
+
+
+class _Slots:
+    """The child's side of the shared slots: hands out free ones (waiting for the parent to give one back when none
+    is), and stacks batches straight into them (``stack``, the interface of
+    :class:`fer_pipeline.decode.BatchBuffers`), saving a copy per batch."""
+
+    def __init__(self, mm: mmap.mmap, n: int, slot_bytes: int, ctl: Connection) -> None:
+        self.mm, self.slot_bytes, self.ctl = mm, slot_bytes, ctl
+        self.free = list(range(n))
+        self.last: tuple[np.ndarray, int] | None = None  # the array ``stack`` returned last, and its slot
+        self.wait_s = 0.0  # time spent waiting for a free slot
+
+    def take(self) -> int:
+        """A free slot (raises EOFError when the parent closed the control pipe)."""
+        t = time.perf_counter()
+        while not self.free or self.ctl.poll():
+            self.free.append(int.from_bytes(self.ctl.recv_bytes(), "little"))
+        self.wait_s += time.perf_counter() - t
+        return self.free.pop(0)
+
+    def view(self, slot: int, shape: tuple) -> np.ndarray:
+        return np.ndarray(shape, np.uint8, buffer=self.mm, offset=slot * self.slot_bytes)
+
+    def stack(self, frames: list[np.ndarray]) -> np.ndarray:
+        shape = (len(frames),) + frames[0].shape
+        if frames[0].dtype != np.uint8 or int(np.prod(shape)) > self.slot_bytes:
+            return np.stack(frames)  # not a batch of frames this slot size was made for: copied later
+        slot = self.take()
+        arr = np.stack(frames, out=self.view(slot, shape))
+        self.last = (arr, slot)
+        return arr
+
+    def slot_of(self, frames: np.ndarray) -> int:
+        """The slot holding ``frames``: the one ``stack`` filled when ``frames`` is that array, else a free slot
+        that ``frames`` (e.g. rotated, or from decord) is copied into."""
+        if self.last is not None and self.last[0] is frames:
+            slot = self.last[1]
+        else:
+            slot = self.take()
+            self.view(slot, frames.shape)[...] = frames
+            if self.last is not None:  # stacked, then turned (rotation): the first slot is free again
+                self.free.append(self.last[1])
+        self.last = None
+        return slot
+
+
+def _child_main(args: dict) -> None:
+    """Body of the child process (``_CHILD_CODE``); ends the process with ``os._exit`` once its last message is sent
+    (status 0 when done or stopped by the parent, 1 after an error), skipping the interpreter's slow teardown."""
+    from fer_pipeline.decode import iter_batches
+
+    data = Connection(args["data_fd"], readable=False)
+    ctl = Connection(args["ctl_fd"], writable=False)
+    slot_bytes, n_slots = int(args["slot_bytes"]), int(args["slots"])
+    mm = mmap.mmap(args["shm_fd"], slot_bytes * n_slots)
+    send_lock = threading.Lock()
+
+    def send(obj) -> None:
+        with send_lock:
+            data.send(obj)
+
+    root = logging.getLogger("fer_pipeline")
+    root.handlers[:] = [_PipeHandler(send)]
+    root.setLevel(int(args["log_level"]))
+    root.propagate = False
+    slots = _Slots(mm, n_slots, slot_bytes, ctl)
+    try:
+        t, waited = time.perf_counter(), 0.0
+        for batch in iter_batches(args["path"], args["sample_fps"], args["batch_size"], args["backend"],
+                                  args["skip_nonref"], args["threads"], args["skip_loop_filter"],
+                                  args["snap_to_anchors"], buffers=slots):
+            if batch.frames.nbytes > slot_bytes:
+                raise RuntimeError(f"batch of {batch.frames.shape} does not fit a slot of {slot_bytes} bytes")
+            slot = slots.slot_of(batch.frames)
+            busy = time.perf_counter() - t - (slots.wait_s - waited)
+            send(("batch", slot, batch.frames.shape, batch.frame_index, batch.timestamp_s, busy))
+            del batch
+            t, waited = time.perf_counter(), slots.wait_s
+        send(("done", _peak_rss_mb()))
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        os._exit(0)  # the parent stopped the iteration, or went away
+    except BaseException as e:  # noqa: BLE001 - handed to the parent, which re-raises it
+        try:
+            blob = pickle.dumps(e)
+        except Exception:  # noqa: BLE001 - unpicklable exception: its text only
+            blob = None
+        try:
+            send(("error", blob, f"{type(e).__name__}: {e}"))
+        except OSError:
+            pass
+        os._exit(1)
+    os._exit(0)
