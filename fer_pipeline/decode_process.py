@@ -15,8 +15,9 @@ module's ``_child_main``, from this copy of the package) with those file descrip
 its decoder threads included), which stacks each batch straight into a free slot, then sends the slot number, indices and
 timestamps. The parent yields a :class:`~fer_pipeline.types.FrameBatch` whose ``frames`` is a view of that slot; the
 slot goes back to the child when the last reference to the array (or any view of it) is gone
-(``weakref.finalize``), so a batch that the consumer keeps is never overwritten: the child then waits for another
-slot. Log records of the child (e.g. "frame(s) ... flagged corrupt") are re-logged in the parent under the same
+(``weakref.finalize``), so a batch that the consumer keeps is never overwritten. A consumer that keeps so many
+batches that the child would have no slot left gets copies instead (a pipeline that drops each batch before asking
+for the next never does). Log records of the child (e.g. "frame(s) ... flagged corrupt") are re-logged in the parent under the same
 logger name; exceptions are re-raised in the parent (``VideoError`` with its path). Stopping the iteration early
 ends the child; so does the parent's death (the child's next pipe operation fails).
 
@@ -82,9 +83,10 @@ def _shared_fd(size: int) -> int:
     return fd
 
 
-def _release(ctl: Connection, lock: threading.Lock, slot: int) -> None:
+def _release(ctl: Connection, lock: threading.Lock, held: set, slot: int) -> None:
     """Give ``slot`` back to the child (a ``weakref.finalize`` callback; any thread, also after the child ended)."""
     with lock:
+        held.discard(slot)
         try:
             ctl.send_bytes(slot.to_bytes(4, "little"))
         except (OSError, ValueError):  # child gone or pipe closed: nothing to give back to
@@ -109,7 +111,7 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
 
     Yields:
         ``FrameBatch`` as ``iter_batches``; ``frames`` is a read-write view of a shared slot, reused for a later batch
-        only once nothing references it.
+        only once nothing references it (or a copy, when the consumer holds ``slots - 1`` earlier batches).
 
     Raises:
         VideoError: the file cannot be opened or decoded (raised in the child, re-raised here), or the decoder
@@ -156,6 +158,7 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
     data = Connection(data_r, writable=False)
     ctl = Connection(ctl_w, readable=False)
     lock = threading.Lock()
+    held: set[int] = set()  # slots of batches the consumer still references
     done = False
     try:
         while True:
@@ -169,7 +172,15 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
             if kind == "batch":
                 _, slot, shape, frame_index, timestamp_s, busy_s = msg
                 frames = np.ndarray(shape, np.uint8, buffer=mm, offset=slot * slot_bytes)
-                weakref.finalize(frames, _release, ctl, lock, slot).atexit = False
+                with lock:
+                    starved = len(held) + 1 >= slots
+                    if not starved:
+                        held.add(slot)
+                if starved:  # the consumer keeps earlier batches: a copy, so that the child gets this slot back
+                    frames = frames.copy()
+                    _release(ctl, lock, held, slot)
+                else:
+                    weakref.finalize(frames, _release, ctl, lock, held, slot).atexit = False
                 if stats is not None:
                     stats["decode_s"] = stats.get("decode_s", 0.0) + busy_s
                 batch = FrameBatch(frames, frame_index, timestamp_s)
