@@ -72,9 +72,8 @@ def _shared_fd(size: int) -> int:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("fer-pipeline-frames", 0)
     else:  # macOS, BSD: an unlinked temporary file (page cache backed)
-        f = tempfile.TemporaryFile()
-        fd = os.dup(f.fileno())
-        f.close()
+        with tempfile.TemporaryFile() as f:
+            fd = os.dup(f.fileno())
     try:
         os.ftruncate(fd, size)
     except BaseException:
@@ -229,7 +228,7 @@ class _PipeHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self._send(("log", record.levelno, record.name, record.getMessage()))
-        except Exception:  # noqa: BLE001 - parent gone; logging must not raise
+        except Exception:  # noqa: BLE001, S110 - parent gone; logging must not raise, and nothing is left to tell
             pass
 
 

@@ -46,8 +46,8 @@ def _same(a, b) -> None:
 
 
 @pytest.mark.parametrize("path", CLIPS, ids=lambda p: p.name)
-@pytest.mark.parametrize("kw", [dict(backend="pyav", snap_to_anchors=True), dict(backend="pyav", threads=1),
-                                dict(backend="decord")], ids=["chunked-snap", "sequential", "decord"])
+@pytest.mark.parametrize("kw", [{"backend": "pyav", "snap_to_anchors": True}, {"backend": "pyav", "threads": 1},
+                                {"backend": "decord"}], ids=["chunked-snap", "sequential", "decord"])
 def test_same_batches_as_decoding_in_this_process(path, kw):
     here = [b for b in iter_batches(path, sample_fps=5.0, batch_size=8, **kw)]
     stats: dict = {}
