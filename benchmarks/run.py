@@ -187,7 +187,8 @@ def measure_ours(video: Path, name: str, repeat: int, timeout_s: float, keep: bo
         runs.append(r)
         j = r["json"] or {}
         log(f"  {label:8s} #{i + 1}: {_status(r)} wall {r['wall_s']:.1f} s, "
-            f"analyze {j.get('analyze_s', float('nan')):.1f} s, peak RSS {r['maxrss_mb']:.0f} MB "
+            f"analyze {j.get('analyze_s', float('nan')):.1f} s, peak RSS {r['maxrss_mb']:.0f} MB"
+            f"{' + decode process %.0f MB' % j['decoder_peak_rss_mb'] if j.get('decoder_peak_rss_mb') else ''} "
             f"(machine {load['busy_pct']:.0f}% busy before, steal {r['steal_pct']}% during)")
         if r["rc"] != 0:
             log("    " + r["stderr_tail"].strip().replace("\n", "\n    ")[-1500:])

@@ -4,8 +4,9 @@
 batch: any failure becomes a ``failed`` row in ``videos`` with a one-line reason, and nothing else of that video is
 written. Memory is bounded by the batch of sampled frames plus the (small) per-face rows, not by the video length.
 
-Decoding runs in a background thread one batch ahead (decoders and onnxruntime release the GIL), so decode overlaps
-detection and classification on a 2-core CPU.
+Decoding runs ahead in a child process (:mod:`fer_pipeline.decode_process`: its own interpreter, so its decoder threads
+never wait for this process's GIL), or with ``decode.process: false`` in a background thread one batch ahead
+(decoders and onnxruntime release the GIL), so decode overlaps detection and classification on a 2-core CPU.
 """
 
 from __future__ import annotations
