@@ -27,6 +27,7 @@ pooled batch, plus the shared slots. Both processes' peak RSS count the slots th
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import mmap
@@ -48,7 +49,7 @@ from fer_pipeline.types import FrameBatch, VideoMeta
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StartError", "available", "iter_batches_in_process"]
+__all__ = ["StartError", "available", "discard_prestarted", "iter_batches_in_process", "prestart"]
 
 _CHILD_CODE = ("import json, sys; a = json.loads(sys.argv[1]); "
                "a['root'] in sys.path or sys.path.insert(0, a['root']); "
@@ -92,12 +93,134 @@ def _release(ctl: Connection, lock: threading.Lock, held: set, slot: int) -> Non
             pass
 
 
+class _Child:
+    """A started decode process: its pipes, its shared slots and the key of the arguments it decodes with."""
+
+    def __init__(self, key: tuple, proc: subprocess.Popen, mm: mmap.mmap, data: Connection, ctl: Connection,
+                 slots: int, slot_bytes: int) -> None:
+        self.key, self.proc, self.mm, self.data, self.ctl = key, proc, mm, data, ctl
+        self.slots, self.slot_bytes = slots, slot_bytes
+
+    @classmethod
+    def start(cls, key: tuple, path: str | Path, meta: VideoMeta | None) -> _Child:
+        """Start the child for ``key`` (see :func:`_key`); ``meta`` is probed when ``None``."""
+        from fer_pipeline.decode import probe
+
+        _, sample_fps, batch_size, backend, skip_nonref, threads, skip_loop_filter, snap_to_anchors, slots = key
+        if slots < 2:
+            raise ValueError(f"slots must be >= 2, got {slots!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        meta = meta or probe(path)
+        slot_bytes = int(batch_size) * meta.height * meta.width * 3
+        try:
+            shm_fd = _shared_fd(slot_bytes * slots)
+        except OSError as e:
+            raise StartError(f"no shared memory for the decode process: {e}") from e
+        try:
+            data_r, data_w = os.pipe()
+            ctl_r, ctl_w = os.pipe()
+        except OSError as e:
+            os.close(shm_fd)
+            raise StartError(f"no pipes for the decode process: {e}") from e
+        args = {"path": str(path), "sample_fps": sample_fps, "batch_size": batch_size, "backend": backend,
+                "skip_nonref": skip_nonref, "threads": threads, "skip_loop_filter": skip_loop_filter,
+                "snap_to_anchors": snap_to_anchors, "slots": slots, "slot_bytes": slot_bytes, "shm_fd": shm_fd,
+                "data_fd": data_w, "ctl_fd": ctl_r,
+                "log_level": logging.getLogger("fer_pipeline").getEffectiveLevel(),
+                "root": str(Path(__file__).resolve().parent.parent)}  # the child imports this copy of the package
+        try:
+            mm = mmap.mmap(shm_fd, slot_bytes * slots)
+            proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, json.dumps(args)],
+                                    pass_fds=(shm_fd, data_w, ctl_r), stdin=subprocess.DEVNULL)
+        except BaseException as e:
+            for fd in (data_r, ctl_w):
+                os.close(fd)
+            if isinstance(e, OSError):
+                raise StartError(f"cannot start the decode process: {e}") from e
+            raise
+        finally:
+            for fd in (shm_fd, data_w, ctl_r):  # the child has its own copies now
+                os.close(fd)
+        return cls(key, proc, mm, Connection(data_r, writable=False), Connection(ctl_w, readable=False), slots,
+                   slot_bytes)
+
+    def close(self, kill: bool) -> None:
+        """Close the pipes and reap the child (killed first with ``kill``); the shared slots stay mapped while a
+        batch array views them."""
+        try:
+            self.ctl.close()
+        except OSError:
+            pass
+        if kill:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)  # after "done" the child exits at once (os._exit)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.data.close()
+
+
+def _key(path: str | Path, sample_fps, batch_size, backend, skip_nonref, threads, skip_loop_filter, snap_to_anchors,
+         slots) -> tuple:
+    return (os.path.realpath(path), None if sample_fps is None else float(sample_fps), int(batch_size), str(backend),
+            bool(skip_nonref), int(threads), str(skip_loop_filter), bool(snap_to_anchors), int(slots))
+
+
+_prestarted: dict[tuple, _Child] = {}
+_prestarted_lock = threading.Lock()
+
+
+def prestart(path: str | Path, sample_fps: float | None = 5.0, batch_size: int = 16, backend: str = "decord",
+             skip_nonref: bool = True, threads: int = 0, skip_loop_filter: str = "default",
+             snap_to_anchors: bool = False, slots: int = DEFAULT_SLOTS) -> bool:
+    """Start decoding ``path`` now, before the caller is ready for it (e.g. while it imports and loads models); the
+    next :func:`iter_batches_in_process` with the same arguments takes this process over instead of starting one.
+    The child decodes until its ``slots`` are full, then waits.
+
+    Arguments as :func:`iter_batches_in_process`. Returns whether a process was started: False where
+    :func:`available` is not, and on any error (a bad file, no process): the analysis then meets that error itself.
+    A process that nothing takes over is ended by :func:`discard_prestarted`, by another ``prestart`` of the same
+    arguments, or at interpreter exit.
+    """
+    if not available():
+        return False
+    key = _key(path, sample_fps, batch_size, backend, skip_nonref, threads, skip_loop_filter, snap_to_anchors, slots)
+    try:
+        child = _Child.start(key, path, None)
+    except Exception as e:  # noqa: BLE001 - the analysis reports the problem when it gets there
+        logger.debug("no decode process started ahead for %s: %s", path, e)
+        return False
+    with _prestarted_lock:
+        if not _prestarted:
+            atexit.register(discard_prestarted)
+        old = _prestarted.pop(key, None)
+        _prestarted[key] = child
+    if old is not None:
+        old.close(kill=True)
+    return True
+
+
+def discard_prestarted(path: str | Path | None = None) -> int:
+    """End the processes :func:`prestart` started that nothing took over: those of ``path``, or all. Returns how
+    many."""
+    real = os.path.realpath(path) if path is not None else None
+    with _prestarted_lock:
+        gone = [k for k in _prestarted if real is None or k[0] == real]
+        children = [_prestarted.pop(k) for k in gone]
+    for child in children:
+        child.close(kill=True)
+    return len(children)
+
+
 def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, batch_size: int = 16,
                             backend: str = "decord", skip_nonref: bool = True, threads: int = 0,
                             skip_loop_filter: str = "default", snap_to_anchors: bool = False,
                             meta: VideoMeta | None = None, slots: int = DEFAULT_SLOTS,
                             stats: dict | None = None) -> Iterator[FrameBatch]:
-    """:func:`fer_pipeline.decode.iter_batches` with the decoding done by a child process (see the module docstring).
+    """:func:`fer_pipeline.decode.iter_batches` with the decoding done by a child process (see the module docstring;
+    one started by :func:`prestart` with the same arguments is taken over).
 
     Args:
         path, sample_fps, batch_size, backend, skip_nonref, threads, skip_loop_filter, snap_to_anchors: as for
@@ -118,44 +241,16 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
         ValueError: bad arguments (as ``iter_batches``).
         StartError: the child process, its shared memory or its pipes cannot be set up (an ``OSError``).
     """
-    from fer_pipeline.decode import VideoError, probe
+    from fer_pipeline.decode import VideoError
 
-    if slots < 2:
-        raise ValueError(f"slots must be >= 2, got {slots!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    meta = meta or probe(path)
-    slot_bytes = int(batch_size) * meta.height * meta.width * 3
-    try:
-        shm_fd = _shared_fd(slot_bytes * slots)
-    except OSError as e:
-        raise StartError(f"no shared memory for the decode process: {e}") from e
-    try:
-        data_r, data_w = os.pipe()
-        ctl_r, ctl_w = os.pipe()
-    except OSError as e:
-        os.close(shm_fd)
-        raise StartError(f"no pipes for the decode process: {e}") from e
-    args = {"path": str(path), "sample_fps": sample_fps, "batch_size": batch_size, "backend": backend,
-            "skip_nonref": skip_nonref, "threads": threads, "skip_loop_filter": skip_loop_filter,
-            "snap_to_anchors": snap_to_anchors, "slots": slots, "slot_bytes": slot_bytes, "shm_fd": shm_fd,
-            "data_fd": data_w, "ctl_fd": ctl_r, "log_level": logging.getLogger("fer_pipeline").getEffectiveLevel()}
-    args["root"] = str(Path(__file__).resolve().parent.parent)  # the child imports this very copy of fer_pipeline
-    try:
-        mm = mmap.mmap(shm_fd, slot_bytes * slots)
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, json.dumps(args)],
-                                pass_fds=(shm_fd, data_w, ctl_r), stdin=subprocess.DEVNULL)
-    except BaseException as e:
-        for fd in (data_r, ctl_w):
-            os.close(fd)
-        if isinstance(e, OSError):
-            raise StartError(f"cannot start the decode process: {e}") from e
-        raise
-    finally:
-        for fd in (shm_fd, data_w, ctl_r):  # the child has its own copies now
-            os.close(fd)
-    data = Connection(data_r, writable=False)
-    ctl = Connection(ctl_w, readable=False)
+    key = _key(path, sample_fps, batch_size, backend, skip_nonref, threads, skip_loop_filter, snap_to_anchors, slots)
+    with _prestarted_lock:
+        child = _prestarted.pop(key, None)
+    if child is None:
+        child = _Child.start(key, path, meta)
+    else:
+        logger.debug("decoding %s in the process started ahead (pid %d)", path, child.proc.pid)
+    mm, data, ctl, slot_bytes = child.mm, child.data, child.ctl, child.slot_bytes
     lock = threading.Lock()
     held: set[int] = set()  # slots of batches the consumer still references
     done = False
@@ -164,7 +259,7 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
             try:
                 msg = data.recv()
             except EOFError:
-                code = proc.wait()
+                code = child.proc.wait()
                 raise VideoError(f"decoder process ended without a result (exit code {code}) on {path}",
                                  path) from None
             kind = msg[0]
@@ -204,15 +299,8 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
     finally:
         with lock:
             ctl.close()
-        if not done:  # stopped early, or failed: nothing more is wanted from the child
-            proc.kill()
-        try:
-            proc.wait(timeout=5)  # after "done" the child exits at once (os._exit)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        data.close()
-        del mm  # unmapped once the last batch array that views it is gone
+        child.close(kill=not done)  # stopped early, or failed: nothing more is wanted from the child
+        del mm, child  # the slots are unmapped once the last batch array that views them is gone
 
 
 # --- child ------------------------------------------------------------------------------------------------------------

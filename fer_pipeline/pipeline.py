@@ -304,6 +304,8 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
         if (not force and prev is not None and prev.get("status") == "ok"
                 and prev.get("emotion_model") == row["emotion_model"]):
             logger.info("skip %s: already analysed (video_id %s)", path, video_id)
+            if "fer_pipeline.decode_process" in sys.modules:  # a decode process started ahead is not needed
+                sys.modules["fer_pipeline.decode_process"].discard_prestarted(path)
             return {**prev, "status": "skipped", "video_id": video_id, "stage_s": times.as_dict()}
         with _switch_interval(SWITCH_INTERVAL_S):
             result = _run(path, out_dir, video_id, cfg, models, row, times, progress)

@@ -133,3 +133,47 @@ def test_pipeline_falls_back_to_a_thread_when_no_child_starts(monkeypatch, tmp_p
     assert row["status"] == "ok" and row["frames_sampled"] > 0
     assert "decoder_peak_rss_mb" not in row
     assert any("cannot start a decode process" in r.getMessage() for r in caplog.records)
+
+
+def test_prestarted_process_is_taken_over_with_the_same_arguments():
+    kw = {"sample_fps": 5.0, "batch_size": 8, "backend": "pyav", "snap_to_anchors": True}
+    before = _children()
+    assert decode_process.prestart(WOLF, **kw)
+    started = _children() - before
+    assert len(started) == 1 or not sys.platform.startswith("linux")
+    other = list(iter_batches_in_process(WOLF, **{**kw, "batch_size": 4}))  # other arguments: not taken over
+    assert len(decode_process._prestarted) == 1
+    batches = list(iter_batches_in_process(WOLF, **kw))
+    assert not decode_process._prestarted and _children() == before
+    _same(list(iter_batches(WOLF, **kw)), batches)
+    assert sum(len(b) for b in other) == sum(len(b) for b in batches)
+
+
+def test_prestart_of_a_bad_file_starts_nothing(tmp_path):
+    assert not decode_process.prestart(tmp_path / "missing.mp4", backend="pyav")
+    assert not decode_process._prestarted
+
+
+def test_discard_prestarted_ends_the_process():
+    before = _children()
+    assert decode_process.prestart(SINGLE, backend="pyav") and decode_process.prestart(WOLF, backend="pyav")
+    assert decode_process.discard_prestarted(SINGLE) == 1 and len(decode_process._prestarted) == 1
+    assert decode_process.discard_prestarted() == 1
+    assert not decode_process._prestarted and _children() == before
+
+
+def test_a_skipped_video_discards_its_prestarted_process(tmp_path):
+    from fer_pipeline.config import PipelineConfig
+    from fer_pipeline.pipeline import analyze_video
+
+    cfg = PipelineConfig()
+    d = cfg.decode
+    args = (SINGLE, d.sample_fps, d.batch_size, d.backend, d.skip_nonref, d.threads, d.skip_loop_filter,
+            d.snap_to_anchors)
+    assert decode_process.prestart(*args)
+    assert analyze_video(SINGLE, tmp_path, cfg)["status"] == "ok"  # took the prestarted process over
+    assert not decode_process._prestarted
+    before = _children()
+    assert decode_process.prestart(*args)
+    assert analyze_video(SINGLE, tmp_path, cfg)["status"] == "skipped"
+    assert not decode_process._prestarted and _children() == before
