@@ -18,7 +18,7 @@ process only):
   ``stage_s`` does not include).
 * ``hash_s``: sha256 of the input file (``analyze_video`` hashes every file for its ``video_id``).
 
-As the CLI does, the video's decode process is started (``decode_process.prestart``) before the models load;
+As the CLI does, the video's decode process is started (``pipeline.start_decoding_ahead``) before the models load;
 ``FER_BENCH_PRESTART=0`` starts it inside ``analyze_video`` instead.
 
 The configuration is ``PipelineConfig()`` (every default), except the emotion model when ``FER_BENCH_MODEL`` is set
@@ -94,13 +94,8 @@ def run_ours(video: str, out_dir: str) -> dict:
 
     t_import = time.perf_counter()
     cfg = _config()
-    d = cfg.decode
-    if d.process and os.environ.get("FER_BENCH_PRESTART", "1") != "0":
-        # as the CLI does: the video starts decoding while the models load (analyze_video takes the process over)
-        from fer_pipeline.decode_process import prestart
-
-        prestart(video, d.sample_fps, d.batch_size, d.backend, d.skip_nonref, d.threads, d.skip_loop_filter,
-                 d.snap_to_anchors)
+    if os.environ.get("FER_BENCH_PRESTART", "1") != "0":
+        pl.start_decoding_ahead(video, cfg)  # as the CLI does: it decodes while the models load
     models = pl.Models.load(cfg)
     t_loaded = time.perf_counter()
     res = pl.analyze_video(video, out_dir, cfg, models)

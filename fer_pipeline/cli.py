@@ -74,19 +74,14 @@ def analyze(
                                "detect.backend": detector, "output.reports": False if no_report else None})
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from fer_pipeline.pipeline import list_videos
+    from fer_pipeline.pipeline import list_videos, start_decoding_ahead
 
     videos = list_videos(paths)
     if not videos:
         console.print(f"[red]error:[/red] no video files found in {', '.join(map(str, paths))}")
         raise typer.Exit(2)
-    if cfg.decode.process and not (dask_address or dask_workers > 0):
-        # the first video decodes while Prefect is imported and the models load (its task takes the process over)
-        from fer_pipeline.decode_process import prestart
-
-        d = cfg.decode
-        prestart(videos[0], d.sample_fps, d.batch_size, d.backend, d.skip_nonref, d.threads, d.skip_loop_filter,
-                 d.snap_to_anchors)
+    if not (dask_address or dask_workers > 0):  # Dask workers are other processes: nothing to take over there
+        start_decoding_ahead(videos[0], cfg)  # decodes while Prefect is imported and the models load
     from flows.analyze import run_analyze
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[t]}"),
                         TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal)

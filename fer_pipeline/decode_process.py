@@ -97,9 +97,8 @@ class _Child:
     """A started decode process: its pipes, its shared slots and the key of the arguments it decodes with."""
 
     def __init__(self, key: tuple, proc: subprocess.Popen, mm: mmap.mmap, data: Connection, ctl: Connection,
-                 slots: int, slot_bytes: int) -> None:
-        self.key, self.proc, self.mm, self.data, self.ctl = key, proc, mm, data, ctl
-        self.slots, self.slot_bytes = slots, slot_bytes
+                 slot_bytes: int) -> None:
+        self.key, self.proc, self.mm, self.data, self.ctl, self.slot_bytes = key, proc, mm, data, ctl, slot_bytes
 
     @classmethod
     def start(cls, key: tuple, path: str | Path, meta: VideoMeta | None) -> _Child:
@@ -142,8 +141,7 @@ class _Child:
         finally:
             for fd in (shm_fd, data_w, ctl_r):  # the child has its own copies now
                 os.close(fd)
-        return cls(key, proc, mm, Connection(data_r, writable=False), Connection(ctl_w, readable=False), slots,
-                   slot_bytes)
+        return cls(key, proc, mm, Connection(data_r, writable=False), Connection(ctl_w, readable=False), slot_bytes)
 
     def close(self, kill: bool) -> None:
         """Close the pipes and reap the child (killed first with ``kill``); the shared slots stay mapped while a

@@ -176,6 +176,25 @@ def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1) -> It
         th.join(timeout=5)
 
 
+def _decode_args(path: str | Path, cfg: PipelineConfig) -> tuple:
+    """The positional arguments of ``iter_batches`` (and of the decode process) for ``path`` under ``cfg``."""
+    d = cfg.decode
+    return (path, d.sample_fps, d.batch_size, d.backend, d.skip_nonref, d.threads, d.skip_loop_filter,
+            d.snap_to_anchors)
+
+
+def start_decoding_ahead(path: str | Path, cfg: PipelineConfig) -> bool:
+    """Start ``path``'s decode process now (:func:`fer_pipeline.decode_process.prestart`), e.g. before the models
+    load, so that it decodes meanwhile; :func:`analyze_video` of ``path`` with the same ``cfg`` takes it over (and
+    ends it when the video is skipped). Returns whether one was started: never with ``decode.process: false`` or
+    where no child process can be used, nor for a file that cannot be probed (the analysis reports it)."""
+    if not cfg.decode.process:
+        return False
+    from fer_pipeline.decode_process import prestart
+
+    return prestart(*_decode_args(path, cfg))
+
+
 def _batches(path: Path, meta, cfg: PipelineConfig, times: StageTimes, stats: dict) -> Iterator[FrameBatch]:
     """The video's batches: decoded by a child process (``cfg.decode.process``, where
     :func:`fer_pipeline.decode_process.available`), else by a thread of this one (:func:`_prefetch`). A child that
@@ -184,10 +203,8 @@ def _batches(path: Path, meta, cfg: PipelineConfig, times: StageTimes, stats: di
     from fer_pipeline import decode_process
     from fer_pipeline.decode import iter_batches
 
-    d = cfg.decode
-    args = (path, d.sample_fps, d.batch_size, d.backend, d.skip_nonref, d.threads, d.skip_loop_filter,
-            d.snap_to_anchors)
-    if d.process and decode_process.available():
+    args = _decode_args(path, cfg)
+    if cfg.decode.process and decode_process.available():
         it = decode_process.iter_batches_in_process(*args, meta=meta, stats=stats)
         try:
             first = next(it)
@@ -304,8 +321,9 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
         if (not force and prev is not None and prev.get("status") == "ok"
                 and prev.get("emotion_model") == row["emotion_model"]):
             logger.info("skip %s: already analysed (video_id %s)", path, video_id)
-            if "fer_pipeline.decode_process" in sys.modules:  # a decode process started ahead is not needed
-                sys.modules["fer_pipeline.decode_process"].discard_prestarted(path)
+            from fer_pipeline.decode_process import discard_prestarted
+
+            discard_prestarted(path)  # a decode process started ahead for it is not needed
             return {**prev, "status": "skipped", "video_id": video_id, "stage_s": times.as_dict()}
         with _switch_interval(SWITCH_INTERVAL_S):
             result = _run(path, out_dir, video_id, cfg, models, row, times, progress)
