@@ -6,6 +6,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -17,7 +18,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Per-viewer, per-second emotion timelines and engagement reports from recordings of "
                        "audiences (webcam viewers or a room camera).")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one-line messages stay one line (no wrapping)
 logger = logging.getLogger("fer_pipeline.cli")
 
 
@@ -40,20 +41,27 @@ def _load_cfg(config: Optional[Path], **overrides):
 
 def _summary(results: list[dict]) -> Table:
     t = Table(title="fer-pipeline run")
-    for c in ("video_id", "status", "duration s", "tracks", "faces", "x real time", "error"):
+    for c in ("video_id", "status", "duration s", "tracks", "faces", "x real time", "error / note"):
         t.add_column(c, overflow="fold")
     for r in results:
         dur, proc = r.get("duration_s"), r.get("processing_s")
         speed = f"{dur / proc:.1f}" if dur and proc and r["status"] == "ok" else ""
-        color = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(r["status"], "")
+        color = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(r["status"], "red")
         t.add_row(r["video_id"], f"[{color}]{r['status']}[/{color}]", f"{dur:.1f}" if dur else "",
-                  str(r.get("tracks") or 0), str(r.get("faces_detected") or 0), speed, r.get("error") or "")
+                  str(r.get("tracks") or 0), str(r.get("faces_detected") or 0), speed,
+                  r.get("error") or r.get("note") or "")
     return t
+
+
+_SCAN_HELP = ("video files and/or folders. Folders are scanned recursively for files ending in "
+              ".mp4 .mov .m4v .mkv .avi .webm .mpg .mpeg .wmv .flv .3gp .ts (any case), following symbolic links; "
+              "hidden files and folders (names starting with '.') are skipped, a broken link gets a failed row. A "
+              "file named here is analysed whatever its extension.")
 
 
 @app.command()
 def analyze(
-    paths: list[Path] = typer.Argument(..., help="video files and/or folders (scanned recursively)"),
+    paths: list[Path] = typer.Argument(..., help=_SCAN_HELP),
     out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder for Parquet tables and reports"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline YAML (see configs/pipeline.yaml)"),
     sample_fps: Optional[float] = typer.Option(None, help="frames analysed per second of video [default: 5]"),
@@ -67,13 +75,22 @@ def analyze(
 ) -> None:
     """Analyse recordings into OUT/{faces,timeline,audience,videos} (Parquet) and OUT/reports/*.html.
 
-    Videos already analysed with the same model are skipped unless --force. Exit code 1 when any file failed.
+    A video already analysed (same content) is skipped when its results were made with the same settings, model and
+    detector and its files are intact; otherwise it is analysed again and the summary says why. --force re-analyses
+    everything. A second run on the same OUT waits for the videos the first is analysing.
+
+    Ctrl-C (or SIGTERM) stops within seconds: finished videos are kept, the one in progress is left as it was, and
+    the same command later goes on where it stopped; a second Ctrl-C quits at once.
+
+    Exit codes: 0 all ok or skipped; 1 a file failed, a report could not be rendered, or the output folder cannot be
+    written (e.g. full); 2 bad arguments; 130 / 143 interrupted by SIGINT / SIGTERM.
     """
     _setup_logging(verbose)
+    from fer_pipeline import interrupt
+
+    interrupt.reset()
     cfg = _load_cfg(config, **{"decode.sample_fps": sample_fps, "classify.model": model,
                                "detect.backend": detector, "output.reports": False if no_report else None})
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from fer_pipeline.pipeline import list_videos, start_decoding_ahead
 
     videos = list_videos(paths)
@@ -82,7 +99,27 @@ def analyze(
         raise typer.Exit(2)
     if not (dask_address or dask_workers > 0):  # Dask workers are other processes: nothing to take over there
         start_decoding_ahead(videos[0], cfg)  # decodes while Prefect is imported and the models load
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        if "prefect" in sys.modules:  # settings are read at import: the URL must be set first
+            console.print("[red]error:[/red] internal: prefect imported before the server URL was set")
+            raise typer.Exit(2)
+        from flows.server import TemporaryServer
+
+        server = TemporaryServer()  # starts while Prefect is imported; waited for just before the flow
+    try:
+        _analyze(videos, out, cfg, force, dask_address, dask_workers, server)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: int, server) -> None:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from fer_pipeline.interrupt import run_interruptible
     from flows.analyze import run_analyze
+
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[t]}"),
                         TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal)
     bars: dict[str, int] = {}
@@ -98,20 +135,42 @@ def analyze(
             bars[path] = progress.add_task(Path(path).name[:40], total=total, t="")
         progress.update(bars[path], completed=t, t=f"{t:.0f} s")
 
+    def run() -> list[dict]:
+        if server is not None:
+            server.wait_ready()
+        return run_analyze([str(v) for v in videos], str(out), cfg, force=force, dask_address=dask_address,
+                           dask_workers=dask_workers, progress=on_progress)
+
+    def on_signal(signum: int) -> None:
+        console.print("interrupted: stopping (press Ctrl-C again to quit at once)")
+
     with progress:
-        results = run_analyze([str(v) for v in videos], str(out), cfg, force=force, dask_address=dask_address,
-                              dask_workers=dask_workers, progress=on_progress)
+        results, signum = run_interruptible(run, on_signal=on_signal)
         for tid in bars.values():
             task = progress.tasks[tid]
             progress.update(tid, completed=task.total or task.completed)
-    Console(width=max(Console().width, 140)).print(_summary(results))
+    done = [r for r in results if r["status"] in ("ok", "skipped", "failed")]
+    aborted = [r for r in results if r["status"] == "aborted"]
+    if aborted and signum is None:
+        console.print(f"[red]error:[/red] {aborted[0]['error']} ({len(done)} of {len(videos)} videos finished and "
+                      "kept; free space and run the same command again)")
+        raise typer.Exit(1)
+    if signum is not None or any(r["status"] == "interrupted" for r in results):
+        rest = ("run the same command again to analyse the rest" if len(done) < len(videos) else
+                f"`fer-pipeline report {out}` renders the reports")
+        console.print(f"interrupted: {len(done)} of {len(videos)} videos finished and kept in {out}; {rest}")
+        raise typer.Exit(128 + (signum or signal.SIGINT))
+    Console(width=max(Console().width, 140)).print(_summary([r for r in results if r["status"] != "report-failed"]))
     failed = [r for r in results if r["status"] == "failed"]
+    report_failed = [r for r in results if r["status"] == "report-failed"]
+    for r in report_failed:
+        console.print(f"[red]error:[/red] {r['error']}")
     index = out / "index.html"
     if index.is_file():
         console.print(f"reports: {index.resolve()}")
     console.print(f"tables: {out.resolve()}/{{faces,timeline,audience,videos}} "
-                  f"({len(results) - len(failed)} ok/skipped, {len(failed)} failed)")
-    raise typer.Exit(1 if failed else 0)
+                  f"({len(done) - len(failed)} ok/skipped, {len(failed)} failed)")
+    raise typer.Exit(1 if failed or report_failed else 0)
 
 
 @app.command()
@@ -168,9 +227,21 @@ def report(out: Path = typer.Argument(..., help="output folder of an earlier `an
     if not (out / "videos").is_dir():
         console.print(f"[red]error:[/red] no `videos` table in {out}: run `fer-pipeline analyze` first")
         raise typer.Exit(2)
+    from fer_pipeline.errors import OutputError, is_disk_full, one_line
+    from fer_pipeline.report import ReportError
+
     card_path = Path(model or PipelineConfig().classify.model).with_suffix(".json")
     card = json.loads(card_path.read_text()) if card_path.is_file() else None
-    paths = render_all(out, model_card=card)
+    try:
+        paths = render_all(out, model_card=card)
+    except ReportError as e:
+        for vid, why in e.errors.items():
+            console.print(f"[red]error:[/red] {vid}: {why}")
+        console.print(f"{one_line(e)}; index: {(out / 'index.html').resolve()}")
+        raise typer.Exit(1) from None
+    except OSError as e:
+        console.print(f"[red]error:[/red] {OutputError.disk_full(out) if is_disk_full(e) else one_line(e)}")
+        raise typer.Exit(1) from None
     console.print(f"rendered {len(paths)} files; index: {(out / 'index.html').resolve()}")
 
 

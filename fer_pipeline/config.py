@@ -6,7 +6,7 @@ Every default lives here; ``configs/pipeline.yaml`` repeats them for users to co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -40,6 +40,8 @@ class DecodeConfig(_Section):
                           "over in shared memory (POSIX; the decoders then never wait for the pipeline's GIL: 1-minute "
                           "720p benchmark input 8% faster, see fer_pipeline/decode_process.py); false decodes in a "
                           "thread of the pipeline's process")
+    stall_timeout_s: float = Field(60.0, gt=0, description="watchdog: a video whose decoder delivers nothing for "
+                                   "this many seconds fails with \"decoder stalled\" and the run goes on")
     skip_loop_filter: Literal["default", "nonref", "all"] = Field(
         "default", description="pyav: decode without the deblocking filter on no frame (default, exact), on "
         "non-reference frames only (nonref) or on all frames (all: 22% less decode CPU, errors accumulate until the "
@@ -150,6 +152,16 @@ class PipelineConfig(_Section):
             node[leaf] = value
         return cls.model_validate(raw)
 
+    #: Settings that never change a video's results: how fast, where and how it runs, what is kept for reports.
+    #: ``classify.model`` and the InsightFace file settings are replaced by the weights' sha256 in
+    #: :func:`fer_pipeline.pipeline.settings_fingerprint` (a moved copy of the same model changes nothing).
+    #: ``decode.threads`` stays in: one decoder decodes sequentially, which never snaps samples to anchors.
+    NOT_IN_FINGERPRINT: ClassVar[dict] = {"decode": {"process", "stall_timeout_s"},
+                          "detect": {"threads", "model_path", "pack", "root"},
+                          "classify": {"model", "batch_size", "device", "threads"},
+                          "output": True}
+
     def fingerprint(self) -> dict:
-        """The settings that change results (for caching and the ``videos`` table)."""
-        return self.model_dump(mode="json", exclude={"output"})
+        """Every setting that changes a video's results (JSON-ready nested dict): all but ``NOT_IN_FINGERPRINT``.
+        The pipeline re-analyses a video whose stored fingerprint differs."""
+        return self.model_dump(mode="json", exclude=self.NOT_IN_FINGERPRINT)

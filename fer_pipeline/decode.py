@@ -64,10 +64,11 @@ Backends: ``"pyav"`` (the pipeline's default: decodes the frames as above, conve
 ``"decord"`` (indexes the file, picks the kept indices from ``get_frame_timestamp`` and decodes them per chunk with
 ``get_batch``). Measured on a 10-minute 720p30 file at 5 Hz (2-core CPU, the other core busy): PyAV decoded 387 s
 of video in 47 s at 198 MB peak RSS, decord in 83 s at 748 MB, so the pipeline defaults to PyAV and keeps decord
-selectable. The rotation always comes from :func:`probe` (PyAV reads the display matrix) and is applied with
-:func:`apply_rotation`. :func:`iter_batches` logs a warning and uses PyAV instead of decord when decord cannot open a
-file that PyAV can, and for every rotated file: decord 0.6 mishandles display matrices (it flips 180-degree files
-itself and returns 4-channel buffers of the wrong size, turned the same way, for both 90 and 270).
+selectable. The rotation always comes from :func:`probe` (PyAV reads the display matrix) and is applied as the
+frames are stacked into their batch (the same pixels as :func:`apply_rotation`). :func:`iter_batches` logs a warning
+and uses PyAV instead of decord when decord cannot open a file that PyAV can, and for every rotated file: decord 0.6
+mishandles display matrices (it flips 180-degree files itself and returns 4-channel buffers of the wrong size, turned
+the same way, for both 90 and 270).
 
 Errors: every problem with the input raises :class:`VideoError` (a ``ValueError``) with a one-line reason naming the
 path, e.g. ``"file not found: x.mp4"``, ``"empty file (0 bytes): z.mp4"``, ``"not a video file: x.txt"``,
@@ -237,6 +238,13 @@ def _rotation_cw(frame: Any, stream: Any, p: Path) -> int:
     return snapped
 
 
+def _quarter_turns(rotation: int) -> int:
+    """Clockwise quarter turns (0-3) of ``rotation`` degrees; ValueError when it is not a multiple of 90."""
+    if rotation % 90 != 0:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+    return (rotation // 90) % 4
+
+
 def apply_rotation(frames: np.ndarray, rotation: int) -> np.ndarray:
     """Rotate frames clockwise by ``rotation`` degrees so they come out upright.
 
@@ -251,11 +259,9 @@ def apply_rotation(frames: np.ndarray, rotation: int) -> np.ndarray:
     Raises:
         ValueError: ``rotation`` is not a multiple of 90, or ``frames`` has fewer than 3 dimensions.
     """
-    if rotation % 90 != 0:
-        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
     if frames.ndim < 3:
         raise ValueError(f"frames must be (H,W,C) or (B,H,W,C), got shape {frames.shape}")
-    k = (rotation // 90) % 4
+    k = _quarter_turns(rotation)
     if k == 0:
         return frames
     # np.rot90 with positive k turns counter-clockwise (first axis towards second); clockwise is -k.
@@ -754,7 +760,7 @@ class BatchBuffers:
             # three references when free: the pool's list, this loop's variable and getrefcount's argument
             if arr.shape == shape and arr.dtype == dtype and sys.getrefcount(arr) <= 3:
                 return np.stack(frames, out=arr)
-        arr = np.stack(frames)
+        arr = np.stack(frames, out=np.empty(shape, dtype))  # C order also for rotated views (np.stack keeps theirs)
         if len(self._arrays) < self.keep:
             self._arrays.append(arr)
         return arr
@@ -762,7 +768,19 @@ class BatchBuffers:
 
 def _make_batch(frames: list[np.ndarray], idx: list[int], stamps: list[float], rotation: int,
                 buffers: BatchBuffers) -> FrameBatch:
-    """Stack kept frames (into a pooled array of ``buffers`` when one is free) into a rotated ``FrameBatch``."""
-    arr = apply_rotation(buffers.stack(frames), rotation)
+    """Stack kept frames, turned upright, into a ``FrameBatch`` (into a pooled array of ``buffers`` when one is
+    free).
+
+    A rotated file's frames are stacked through rotated views, so the batch is written once, straight into its
+    buffer: the decode process's shared slots (``buffers`` there) then hold one slot per batch whatever the rotation.
+    Turning the stacked batch afterwards needed a second buffer while the first was still full, and with the
+    pipeline holding the others the decode process waited for a slot that never came (rotated phone recordings
+    hung the run).
+    """
+    k = _quarter_turns(rotation)
+    if k:
+        # np.rot90 with positive k turns counter-clockwise (first axis towards second); clockwise is -k.
+        frames = [np.rot90(f, k=-k, axes=(0, 1)) for f in frames]
+    arr = buffers.stack(frames)
     return FrameBatch(frames=arr, frame_index=np.asarray(idx, dtype=np.int64),
                       timestamp_s=np.asarray(stamps, dtype=np.float64))

@@ -17,9 +17,14 @@ timestamps. The parent yields a :class:`~fer_pipeline.types.FrameBatch` whose ``
 slot goes back to the child when the last reference to the array (or any view of it) is gone
 (``weakref.finalize``), so a batch that the consumer keeps is never overwritten. A consumer that keeps so many
 batches that the child would have no slot left gets copies instead (a pipeline that drops each batch before asking
-for the next never does). Log records of the child (e.g. "frame(s) ... flagged corrupt") are re-logged in the parent under the same
-logger name; exceptions are re-raised in the parent (``VideoError`` with its path). Stopping the iteration early
-ends the child; so does the parent's death (the child's next pipe operation fails).
+for the next never does). The child fills one slot per batch (a rotated file's frames are turned as they are stacked),
+so with the parent holding at most ``slots - 1`` it can always go on. Log records of the child (e.g. "frame(s) ...
+flagged corrupt") are re-logged in the parent under the same logger name; exceptions are re-raised in the parent
+(``VideoError`` with its path). Stopping the iteration early ends the child; so does the parent's death (a
+parent-death signal, even after SIGKILL). A watchdog ends a child that sends nothing for ``stall_timeout_s`` while
+the parent waits (a ``VideoError``: the video fails, the run goes on), and a stop request
+(:mod:`fer_pipeline.interrupt`) ends the wait within a quarter of a second. The child runs in a session of its own,
+so a terminal's Ctrl-C reaches only the parent.
 
 Memory: the parent no longer holds decoder state or decoded frames; the child holds its decoders, queues and one
 pooled batch, plus the shared slots. Both processes' peak RSS count the slots they touched.
@@ -45,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_pipeline import interrupt
 from fer_pipeline.types import FrameBatch, VideoMeta
 
 logger = logging.getLogger(__name__)
@@ -57,6 +63,9 @@ _CHILD_CODE = ("import json, sys; a = json.loads(sys.argv[1]); "
 
 #: Shared batch slots: one being filled by the child, one the pipeline works on, one ready in between.
 DEFAULT_SLOTS = 3
+#: Seconds without a message from the child after which it counts as stalled (``decode.stall_timeout_s``).
+DEFAULT_STALL_TIMEOUT_S = 60.0
+_POLL_S = 0.25  # how often a wait for the child checks for a stop request
 
 
 class StartError(OSError):
@@ -126,12 +135,16 @@ class _Child:
                 "skip_nonref": skip_nonref, "threads": threads, "skip_loop_filter": skip_loop_filter,
                 "snap_to_anchors": snap_to_anchors, "slots": slots, "slot_bytes": slot_bytes, "shm_fd": shm_fd,
                 "data_fd": data_w, "ctl_fd": ctl_r,
-                "log_level": logging.getLogger("fer_pipeline").getEffectiveLevel(),
+                "log_level": logging.getLogger("fer_pipeline").getEffectiveLevel(), "parent_pid": os.getpid(),
                 "root": str(Path(__file__).resolve().parent.parent)}  # the child imports this copy of the package
         try:
             mm = mmap.mmap(shm_fd, slot_bytes * slots)
+            # a session of its own: a terminal's Ctrl-C reaches only the parent, which then ends this child (a
+            # child killed by the same SIGINT looked like a decoder failure); it dies with the parent
+            # (``die_with_parent`` in ``_child_main``), even a parent killed by SIGKILL
             proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, json.dumps(args)],
-                                    pass_fds=(shm_fd, data_w, ctl_r), stdin=subprocess.DEVNULL)
+                                    pass_fds=(shm_fd, data_w, ctl_r), stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
         except BaseException as e:
             for fd in (data_r, ctl_w):
                 os.close(fd)
@@ -216,7 +229,8 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
                             backend: str = "decord", skip_nonref: bool = True, threads: int = 0,
                             skip_loop_filter: str = "default", snap_to_anchors: bool = False,
                             meta: VideoMeta | None = None, slots: int = DEFAULT_SLOTS,
-                            stats: dict | None = None) -> Iterator[FrameBatch]:
+                            stats: dict | None = None,
+                            stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S) -> Iterator[FrameBatch]:
     """:func:`fer_pipeline.decode.iter_batches` with the decoding done by a child process (see the module docstring;
     one started by :func:`prestart` with the same arguments is taken over).
 
@@ -228,19 +242,26 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
         slots: shared batch slots (>= 2), each ``batch_size * height * width * 3`` bytes.
         stats: when given, updated with ``decode_s`` (seconds the child spent producing batches, summed) and, at the
             end, ``decoder_peak_rss_mb`` (the child's peak resident memory, MB, shared slots included).
+        stall_timeout_s: watchdog: the child is killed and ``VideoError`` raised when it sends nothing for this many
+            seconds (> 0) while the caller waits for a batch (a hung decoder, a stalled network file system).
+            Time the caller spends on a batch does not count.
 
     Yields:
         ``FrameBatch`` as ``iter_batches``; ``frames`` is a read-write view of a shared slot, reused for a later batch
         only once nothing references it (or a copy, when the consumer holds ``slots - 1`` earlier batches).
 
     Raises:
-        VideoError: the file cannot be opened or decoded (raised in the child, re-raised here), or the decoder
-            process died (e.g. killed by a signal while decoding this file).
+        VideoError: the file cannot be opened or decoded (raised in the child, re-raised here), the decoder
+            process died (e.g. killed by a signal while decoding this file), or it stalled (``stall_timeout_s``).
+        Interrupted: a stop was requested (:func:`fer_pipeline.interrupt.request_stop`) while waiting for a batch;
+            the child is ended.
         ValueError: bad arguments (as ``iter_batches``).
         StartError: the child process, its shared memory or its pipes cannot be set up (an ``OSError``).
     """
     from fer_pipeline.decode import VideoError
 
+    if not stall_timeout_s > 0:
+        raise ValueError(f"stall_timeout_s must be > 0, got {stall_timeout_s!r}")
     key = _key(path, sample_fps, batch_size, backend, skip_nonref, threads, skip_loop_filter, snap_to_anchors, slots)
     with _prestarted_lock:
         child = _prestarted.pop(key, None)
@@ -252,12 +273,14 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
     lock = threading.Lock()
     held: set[int] = set()  # slots of batches the consumer still references
     done = False
+    last_ts = 0.0  # video time of the last batch received (for the stall message)
     try:
         while True:
             try:
-                msg = data.recv()
+                msg = _receive(data, stall_timeout_s, path, last_ts)
             except EOFError:
                 code = child.proc.wait()
+                interrupt.check()  # the child was ended by the same signal that stopped the run
                 raise VideoError(f"decoder process ended without a result (exit code {code}) on {path}",
                                  path) from None
             kind = msg[0]
@@ -275,6 +298,7 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
                     weakref.finalize(frames, _release, ctl, lock, held, slot).atexit = False
                 if stats is not None:
                     stats["decode_s"] = stats.get("decode_s", 0.0) + busy_s
+                last_ts = float(timestamp_s[-1]) if len(timestamp_s) else last_ts
                 batch = FrameBatch(frames, frame_index, timestamp_s)
                 del frames
                 yield batch
@@ -299,6 +323,20 @@ def iter_batches_in_process(path: str | Path, sample_fps: float | None = 5.0, ba
             ctl.close()
         child.close(kill=not done)  # stopped early, or failed: nothing more is wanted from the child
         del mm, child  # the slots are unmapped once the last batch array that views them is gone
+
+
+def _receive(data: Connection, stall_timeout_s: float, path, last_ts: float):
+    """The child's next message; :class:`~fer_pipeline.interrupt.Interrupted` on a stop request, ``VideoError``
+    after ``stall_timeout_s`` seconds without one, ``EOFError`` when the child closed its pipe."""
+    from fer_pipeline.decode import VideoError
+
+    deadline = time.monotonic() + stall_timeout_s
+    while not data.poll(min(_POLL_S, max(0.0, deadline - time.monotonic()))):
+        interrupt.check()
+        if time.monotonic() >= deadline:
+            raise VideoError(f"decoder stalled: nothing decoded for {stall_timeout_s:g} s after {last_ts:.1f} s of "
+                             f"video (decode.stall_timeout_s): {path}", path)
+    return data.recv()
 
 
 # --- child ------------------------------------------------------------------------------------------------------------
@@ -360,7 +398,8 @@ class _Slots:
     def stack(self, frames: list[np.ndarray]) -> np.ndarray:
         shape = (len(frames),) + frames[0].shape
         if frames[0].dtype != np.uint8 or int(np.prod(shape)) > self.slot_bytes:
-            return np.stack(frames)  # not a batch of frames this slot size was made for: copied later
+            # not a batch of frames this slot size was made for: copied later (C order, also for rotated views)
+            return np.stack(frames, out=np.empty(shape, frames[0].dtype))
         slot = self.take()
         arr = np.stack(frames, out=self.view(slot, shape))
         self.last = (arr, slot)
@@ -372,10 +411,15 @@ class _Slots:
         if self.last is not None and self.last[0] is frames:
             slot = self.last[1]
         else:
+            if self.last is not None:
+                # derived from the slot ``stack`` filled (e.g. turned after stacking): copied out, so that this
+                # batch never holds two slots at once (the parent keeps up to ``slots - 1``; a second slot could
+                # then never come)
+                frames = np.array(frames)
+                self.free.append(self.last[1])
+                self.last = None
             slot = self.take()
             self.view(slot, frames.shape)[...] = frames
-            if self.last is not None:  # stacked, then turned (rotation): the first slot is free again
-                self.free.append(self.last[1])
         self.last = None
         return slot
 
@@ -383,6 +427,7 @@ class _Slots:
 def _child_main(args: dict) -> None:
     """Body of the child process (``_CHILD_CODE``); ends the process with ``os._exit`` once its last message is sent
     (status 0 when done or stopped by the parent, 1 after an error), skipping the interpreter's slow teardown."""
+    interrupt.die_with_parent(args["parent_pid"])  # no decode process outlives the pipeline, even after SIGKILL
     from fer_pipeline.decode import iter_batches
 
     data = Connection(args["data_fd"], readable=False)

@@ -12,7 +12,9 @@ never wait for this process's GIL), or with ``decode.process: false`` in a backg
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
+import json
 import logging
 import os
 import queue
@@ -27,13 +29,14 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from fer_pipeline import __version__
+from fer_pipeline import __version__, interrupt
 from fer_pipeline.align import align_faces
 from fer_pipeline.config import PipelineConfig
-from fer_pipeline.fileutil import atomic_write_bytes, make_video_id, sha256_file
+from fer_pipeline.errors import DamagedOutputError, OutputError, is_disk_full, one_line
+from fer_pipeline.fileutil import make_video_id, sha256_file
 from fer_pipeline.headpose import head_pose, is_attentive
 from fer_pipeline.resize import shrink
-from fer_pipeline.store import VideoWriter, read_video_row
+from fer_pipeline.store import VideoWriter, check_parts, claim, read_video_row
 from fer_pipeline.track import build_tracker, short_tracks
 from fer_pipeline.types import Faces, FrameBatch
 
@@ -61,6 +64,7 @@ class Models:
     detector: object
     emotion: object
     detector_name: str
+    detector_sha256: str | None = None  # of the detector's weights file (part of the settings fingerprint)
 
     @classmethod
     def load(cls, cfg: PipelineConfig) -> "Models":
@@ -81,13 +85,14 @@ class Models:
         else:
             kwargs.update(model_path=d.model_path, pack=d.pack, root=Path(d.root).expanduser())
         detector = build_detector(d.backend, **kwargs)
+        detector_sha256 = getattr(detector, "sha256", None)
         if d.backend == "centerface" and d.adaptive_input:
             from fer_pipeline.detect.adaptive import AdaptiveInput
 
             detector = AdaptiveInput(detector, d.target_face_px, d.min_input_side, crops=d.face_crops,
                                      crop_side=d.crop_input_side, full_every=d.full_frame_every)
         emotion = EmotionModel(cfg.classify.model, cfg.classify.batch_size, cfg.classify.device, cls_threads)
-        return cls(detector, emotion, d.backend)
+        return cls(detector, emotion, d.backend, detector_sha256)
 
 
 @dataclass
@@ -137,8 +142,15 @@ def _switch_interval(seconds: float):
                 sys.setswitchinterval(_switch_saved)
 
 
-def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1) -> Iterator[FrameBatch]:
-    """Run ``it`` in a thread, ``depth`` batches ahead; re-raise its exception in the caller."""
+def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1, stall_timeout_s: float = 60.0,
+              path: str | Path = "") -> Iterator[FrameBatch]:
+    """Run ``it`` in a thread, ``depth`` batches ahead; re-raise its exception in the caller.
+
+    Raises:
+        VideoError: ``it`` produced nothing for ``stall_timeout_s`` seconds while the caller waited ("decoder
+            stalled"; the thread, which cannot be killed, is told to stop and left behind as a daemon).
+        Interrupted: a stop was requested while waiting.
+    """
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
@@ -163,13 +175,27 @@ def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1) -> It
 
     th = threading.Thread(target=worker, name="decode", daemon=True)
     th.start()
+    last_ts = 0.0
     try:
         while True:
-            item = q.get()
+            deadline = time.monotonic() + stall_timeout_s
+            while True:
+                try:
+                    item = q.get(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
+                    break
+                except queue.Empty:
+                    interrupt.check()
+                    if time.monotonic() >= deadline:
+                        from fer_pipeline.decode import VideoError
+
+                        raise VideoError(f"decoder stalled: nothing decoded for {stall_timeout_s:g} s after "
+                                         f"{last_ts:.1f} s of video (decode.stall_timeout_s): {path}", path) from None
             if item is done:
                 return
             if isinstance(item, BaseException):
                 raise item
+            if len(item.timestamp_s):
+                last_ts = float(item.timestamp_s[-1])
             yield item
     finally:
         stop.set()
@@ -205,7 +231,8 @@ def _batches(path: Path, meta, cfg: PipelineConfig, times: StageTimes, stats: di
 
     args = _decode_args(path, cfg)
     if cfg.decode.process and decode_process.available():
-        it = decode_process.iter_batches_in_process(*args, meta=meta, stats=stats)
+        it = decode_process.iter_batches_in_process(*args, meta=meta, stats=stats,
+                                                    stall_timeout_s=cfg.decode.stall_timeout_s)
         try:
             first = next(it)
         except StopIteration:
@@ -217,7 +244,7 @@ def _batches(path: Path, meta, cfg: PipelineConfig, times: StageTimes, stats: di
             del first
             yield from it
             return
-    yield from _prefetch(iter_batches(*args), times)
+    yield from _prefetch(iter_batches(*args), times, stall_timeout_s=cfg.decode.stall_timeout_s, path=path)
 
 
 def _import_output_modules() -> None:
@@ -256,14 +283,17 @@ def moment_seconds(au: pd.DataFrame, k: int = 3) -> list[int]:
 def list_videos(paths: list[str | Path]) -> list[Path]:
     """Expand files and folders into a sorted list of input files.
 
-    Folders are scanned recursively for files with a video extension (see ``VIDEO_EXTENSIONS``); files named
-    explicitly are kept whatever their extension (so a bad file given by name gets a ``failed`` row), and so are
-    missing paths (they fail cleanly later). Hidden files are skipped in folders.
+    Folders are scanned recursively for files with a video extension (see ``VIDEO_EXTENSIONS``, any case), following
+    symbolic links to files; a link whose target is missing is kept, so that it gets a ``failed`` row ("file not
+    found"). Skipped in folders: hidden files and folders (names starting with "."), folders whatever their name
+    (``x.mp4/`` is scanned as a folder), and other files. Files named explicitly are kept whatever their extension
+    (so a bad file given by name gets a ``failed`` row), and so are missing paths (they fail cleanly later).
     """
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTENSIONS
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS
+                          and (f.is_file() or (f.is_symlink() and not f.exists()))
                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
         else:
             out.append(p)
@@ -278,8 +308,63 @@ def list_videos(paths: list[str | Path]) -> list[Path]:
 
 
 def _one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split()) or type(e).__name__
-    return msg if len(msg) <= 300 else msg[:297] + "..."
+    return one_line(e)
+
+
+def settings_fingerprint(cfg: PipelineConfig, models: Models) -> dict:
+    """What a video's results depend on besides its content: every setting that changes them
+    (:meth:`PipelineConfig.fingerprint`) and the sha256 of the emotion model's and the detector's weights. Stored in
+    ``videos.settings`` (JSON) and ``videos.settings_sha256``; a re-run whose fingerprint differs re-analyses the
+    video."""
+    return {"config": cfg.fingerprint(), "emotion_model_sha256": models.emotion.spec.sha256,
+            "detector_sha256": models.detector_sha256}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_changes(old: str | None, new: dict) -> list[str]:
+    """``"key old -> new"`` for each setting of the fingerprint ``new`` that differs from the stored JSON ``old``
+    (``config.`` dropped from the keys; sha256 values shortened to 12 hex digits)."""
+    if not old:
+        return ["not recorded (analysed by an older version)"]
+    try:
+        before = _flat(json.loads(old))
+    except ValueError:
+        return ["unreadable record"]
+    after = _flat(new)
+
+    def show(v):
+        return v[:12] if isinstance(v, str) and len(v) == 64 else v
+
+    return [f"{k.removeprefix('config.')} {show(before.get(k))} -> {show(after.get(k))}"
+            for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+
+
+def _reuse(out_dir: Path, video_id: str, settings: str, fingerprint: dict) -> tuple[dict | None, str | None]:
+    """``(stored row, None)`` when ``video_id``'s stored results can be reused as they are, else ``(None, why)``:
+    why it is analysed (again), ``None`` when it never was analysed successfully."""
+    try:
+        prev = read_video_row(out_dir, video_id)
+    except DamagedOutputError as e:
+        logger.warning("%s", one_line(e))
+        return None, f"damaged output {e.paths[0]}"
+    if prev is None or prev.get("status") != "ok":
+        return None, None
+    if prev.get("settings") != settings:
+        return None, "settings changed: " + "; ".join(settings_changes(prev.get("settings"), fingerprint))
+    problems = check_parts(out_dir, video_id, prev.get("faces_detected"))
+    if problems:
+        logger.warning("%s: %s; analysing it again", video_id, "; ".join(problems))
+        return None, "damaged output: " + problems[0]
+    return prev, None
 
 
 def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | None = None,
@@ -287,18 +372,31 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
                   progress: Callable[[float], None] | None = None) -> dict:
     """Analyse one recording and write its rows into the four datasets under ``out_dir``.
 
+    The video is claimed first (:func:`fer_pipeline.store.claim`: another run analysing it is waited for). Its
+    stored results are reused (status ``skipped``) only when they are ``ok``, were made with the same settings,
+    model and detector (:func:`settings_fingerprint`) and their files are all readable; otherwise it is analysed
+    and the returned ``note`` says why ("settings changed: sample_fps 5.0 -> 2.0", "damaged output ...").
+
     Args:
         path: the video file.
         out_dir: output folder (see :mod:`fer_pipeline.store`).
         cfg: settings (defaults when None).
         models: loaded models to reuse (built from ``cfg`` when None).
-        force: re-analyse even when ``videos`` already holds an ``ok`` row for this file content and model.
+        force: re-analyse even when the stored results could be reused.
         progress: called with the video time reached (seconds) after each batch.
 
     Returns:
         The ``videos`` row written (dict; ``status`` is ``ok``, ``failed`` or ``skipped``) plus ``stage_s`` (seconds
-        per stage) and ``video_id``. Never raises for a bad input file: the reason is in ``error``.
+        per stage), ``video_id`` and ``note`` (why it was re-analysed, or None). Never raises for a bad input file:
+        the reason is in ``error``.
+
+    Raises:
+        Interrupted: a stop was requested (:mod:`fer_pipeline.interrupt`) before or while it was analysed; nothing
+            of it was written (an earlier result stays).
+        OutputError: ``out_dir`` cannot be written (e.g. "no space left on device: OUT"); nothing of this video was
+            written, nothing staged is left.
     """
+    interrupt.check()
     cfg = cfg or PipelineConfig()
     out_dir = Path(out_dir)
     path = Path(path)
@@ -312,34 +410,71 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
     row = {"path": str(path), "sha256": sha, "status": "failed", "error": None, "duration_s": None, "fps": None,
            "width": None, "height": None, "frames_sampled": 0, "faces_detected": 0, "tracks": 0,
            "processing_s": None, "emotion_model": None, "detector": cfg.detect.backend,
-           "pipeline_version": __version__, "created_at": created}
+           "pipeline_version": __version__, "created_at": created, "settings": None, "settings_sha256": None}
     times = StageTimes()
     try:
-        models = models or Models.load(cfg)
-        row["emotion_model"] = f"{models.emotion.spec.name}@{models.emotion.spec.sha256[:12]}"
-        prev = read_video_row(out_dir, video_id)
-        if (not force and prev is not None and prev.get("status") == "ok"
-                and prev.get("emotion_model") == row["emotion_model"]):
-            logger.info("skip %s: already analysed (video_id %s)", path, video_id)
-            from fer_pipeline.decode_process import discard_prestarted
+        lock = claim(out_dir, video_id, wait=lambda owner: logger.warning(
+            "waiting for %s: another run (%s) is analysing it", path, owner))
+    except OSError as e:
+        raise _output_error(e, out_dir) from e
+    with lock:
+        try:
+            models = models or Models.load(cfg)
+            row["emotion_model"] = f"{models.emotion.spec.name}@{models.emotion.spec.sha256[:12]}"
+            fingerprint = settings_fingerprint(cfg, models)
+            row["settings"] = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
+            row["settings_sha256"] = hashlib.sha256(row["settings"].encode()).hexdigest()
+            prev, why = (None, None) if force else _reuse(out_dir, video_id, row["settings"], fingerprint)
+            if prev is not None:
+                logger.info("skip %s: already analysed with these settings (video_id %s)", path, video_id)
+                from fer_pipeline.decode_process import discard_prestarted
 
-            discard_prestarted(path)  # a decode process started ahead for it is not needed
-            return {**prev, "status": "skipped", "video_id": video_id, "stage_s": times.as_dict()}
-        with _switch_interval(SWITCH_INTERVAL_S):
-            result = _run(path, out_dir, video_id, cfg, models, row, times, progress)
-        return result
-    except Exception as e:  # noqa: BLE001 - every failure of one file becomes its failed row
-        from fer_pipeline.decode import VideoError
+                discard_prestarted(path)  # a decode process started ahead for it is not needed
+                return {**prev, "status": "skipped", "video_id": video_id, "stage_s": times.as_dict(), "note": None}
+            if why:
+                logger.info("analysing %s again: %s", path, why)
+            with _switch_interval(SWITCH_INTERVAL_S):
+                result = _run(path, out_dir, video_id, cfg, models, row, times, progress)
+            return {**result, "note": f"re-analysed: {why}" if why else None}
+        except (interrupt.Interrupted, OutputError):
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure of one file becomes its failed row
+            if is_disk_full(e):
+                raise OutputError.disk_full(out_dir) from e
+            from fer_pipeline.decode import VideoError
 
-        if not isinstance(e, (VideoError, OSError, ValueError)):
-            logger.exception("unexpected error on %s", path)
-        else:
-            logger.warning("failed %s: %s", path, _one_line(e))
-        row.update(status="failed", error=_one_line(e), processing_s=time.perf_counter() - t0)
-        labels = models.emotion.labels if models is not None else ()
+            if not isinstance(e, (VideoError, OSError, ValueError)):
+                logger.exception("unexpected error on %s", path)
+            else:
+                logger.warning("failed %s: %s", path, _one_line(e))
+            row.update(status="failed", error=_one_line(e), processing_s=time.perf_counter() - t0)
+            _commit_failed(out_dir, video_id, row, models)
+            return {**row, "video_id": video_id, "stage_s": times.as_dict(), "note": None}
+
+
+def _output_error(e: OSError, out_dir: Path) -> OutputError:
+    if is_disk_full(e):
+        return OutputError.disk_full(out_dir)
+    return OutputError(f"cannot write to the output folder {out_dir}: {one_line(e)}", out_dir)
+
+
+def _commit_failed(out_dir: Path, video_id: str, row: dict, models: Models | None) -> None:
+    """Write a failed video's ``videos`` row, with empty parts of the other tables (so that an output folder of
+    only failures reads as empty tables with their columns; not possible when the model, hence its labels, could
+    not be loaded)."""
+    labels = models.emotion.labels if models is not None else ()
+    try:
         w = VideoWriter(out_dir, video_id, labels, {"pipeline_version": __version__})
-        w.commit(row)
-        return {**row, "video_id": video_id, "stage_s": times.as_dict()}
+        try:
+            if labels:
+                for table in ("faces", "timeline", "audience"):
+                    w.write_empty(table)
+            w.commit(row)
+        except BaseException:
+            w.abort()
+            raise
+    except OSError as e:
+        raise _output_error(e, out_dir) from e
 
 
 def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: Models, row: dict,
@@ -371,6 +506,7 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     track_best: dict[int, tuple[float, bytes]] = {}
     frames_sampled = 0
     for batch in _batches(path, meta, cfg, times, decode_stats):
+        interrupt.check()
         frames_sampled += len(batch)
         t = time.perf_counter()
         dets = models.detector.detect_batch(batch.frames)
@@ -480,12 +616,11 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         writer.write("timeline", tl)
         writer.write("audience", au)
         if thumbs:
-            tdir = out_dir / "reports" / "thumbs" / video_id
             for tid, (_, jpg) in track_best.items():
-                atomic_write_bytes(tdir / f"track-{tid}.jpg", jpg)
+                writer.add_file(f"track-{tid}.jpg", jpg)
             for sec in moment_seconds(au):
                 if sec in second_thumbs:
-                    atomic_write_bytes(tdir / f"second-{sec}.jpg", second_thumbs[sec])
+                    writer.add_file(f"second-{sec}.jpg", second_thumbs[sec])
         row.update(status="ok", error=None, frames_sampled=frames_sampled, faces_detected=int(len(faces_df)),
                    tracks=int(faces_df["track_id"].nunique()), processing_s=time.perf_counter() - t_start)
         writer.commit(row)

@@ -36,6 +36,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from fer_pipeline.errors import DamagedOutputError, is_disk_full, one_line
 from fer_pipeline.fileutil import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -995,34 +996,37 @@ def render_index(videos: pd.DataFrame, out_path: Path, reports: dict[str, str],
     return out_path
 
 
-def _read_dataset(path: Path, video_id: str | None = None) -> pd.DataFrame:
-    """Read a Hive-partitioned Parquet dataset (or one video of it) with ``video_id`` as str.
+def _read_dataset(path: Path, video_id: str | None = None, damaged: list[Path] | None = None) -> pd.DataFrame:
+    """Read a Hive-partitioned Parquet dataset (or one video of it) with ``video_id`` as str
+    (:func:`fer_pipeline.store.read_parts`).
 
     Returns:
         The rows (all videos, or those of ``video_id``); an empty frame when the folder does not exist or holds no
         data files.
 
     Raises:
-        OSError, pyarrow.ArrowInvalid: the dataset exists but cannot be read.
+        DamagedOutputError: a part file cannot be read (not with ``damaged``, which collects them).
     """
-    import pyarrow as pa
-    import pyarrow.dataset as ds
+    from fer_pipeline.store import read_parts
 
-    if not path.exists() or (path.is_dir() and not any(p.is_file() for p in path.rglob("*.parquet"))):
-        return pd.DataFrame()
-    filters = [("video_id", "==", str(video_id))] if video_id is not None else None
-    partitioning = ds.partitioning(pa.schema([("video_id", pa.string())]), flavor="hive")
-    try:
-        frame = pd.read_parquet(path, partitioning=partitioning, filters=filters)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
-        # e.g. files that also store video_id themselves: take it from the files, ignore the folder names
-        logger.debug("reading %s with a string hive partitioning failed (%s); reading without partitioning", path, e)
-        frame = pd.read_parquet(path, partitioning=None)
-    if "video_id" in frame.columns:
-        frame["video_id"] = frame["video_id"].astype(str)
-        if video_id is not None:
-            frame = frame.loc[frame["video_id"] == str(video_id)]
-    return frame.reset_index(drop=True)
+    return read_parts(path, video_id, damaged=damaged)
+
+
+class ReportError(Exception):
+    """Some reports could not be rendered (the others and the index were written).
+
+    Attributes:
+        errors: ``{video_id: one-line reason}``.
+        damaged: the unreadable Parquet files behind them.
+    """
+
+    def __init__(self, errors: dict[str, str], damaged: list[Path]) -> None:
+        self.errors, self.damaged = dict(errors), list(damaged)
+        first = next(iter(self.errors.items()), None)
+        head = f"{first[0]}: {first[1]}" if first else ", ".join(map(str, damaged[:3]))
+        n = max(len(self.errors), len(self.damaged))
+        super().__init__(f"{n} report{'s' if n != 1 else ''} not rendered ({head}"
+                         + (f"; and {n - 1} more" if n > 1 else "") + ")")
 
 
 def _saved_thumbnails(reports_dir: Path, video_id: str) -> dict:
@@ -1050,7 +1054,8 @@ def render_all(out_dir: Path, model_card: dict | None = None) -> list[Path]:
     Reads ``out_dir/videos`` (required) and, per ``ok`` video, its rows of ``out_dir/timeline`` and
     ``out_dir/audience`` (either may be missing, e.g. when every video failed or no face was seen). Writes
     ``out_dir/reports/<video_id>.html`` per ok video, ``out_dir/reports/plotly.min.js`` and ``out_dir/index.html``.
-    A video whose report fails to render is logged and listed in the index with the error; the others go on.
+    A video whose report fails to render (e.g. its Parquet part is damaged) loses its old report, is listed in the
+    index with the error, and the others go on; :class:`ReportError` then says so at the end.
 
     Args:
         out_dir: the run's output folder.
@@ -1062,12 +1067,15 @@ def render_all(out_dir: Path, model_card: dict | None = None) -> list[Path]:
     Raises:
         FileNotFoundError: ``out_dir/videos`` does not exist (not an output folder).
         OSError: a file cannot be written.
+        ReportError: after writing the rest, when any report could not be rendered or a ``videos`` part could not be
+            read.
     """
     out_dir = Path(out_dir)
     videos_dir = out_dir / "videos"
     if not videos_dir.exists():
         raise FileNotFoundError(f"{videos_dir} not found: {out_dir} is not a pipeline output folder")
-    videos = _read_dataset(videos_dir)
+    damaged: list[Path] = []
+    videos = _read_dataset(videos_dir, damaged=damaged)
     if "video_id" not in videos.columns:
         videos = videos.assign(video_id=pd.Series(dtype=str))
     if "created_at" in videos.columns:
@@ -1095,11 +1103,24 @@ def render_all(out_dir: Path, model_card: dict | None = None) -> list[Path]:
             path, head = _render_video(video, timeline, audience, target, model_card,
                                        _saved_thumbnails(reports_dir, vid))
         except Exception as e:  # one video's report must not stop the run's index
-            logger.exception("report for video %s (%s) failed", vid, video.get("path"))
-            errors[vid] = f"{type(e).__name__}: {e}"
+            if isinstance(e, OSError) and is_disk_full(e):
+                raise
+            if isinstance(e, DamagedOutputError):
+                logger.warning("report for video %s not rendered: %s", vid, one_line(e))
+                damaged += e.paths
+                errors[vid] = one_line(e)
+            else:
+                logger.exception("report for video %s (%s) failed", vid, video.get("path"))
+                errors[vid] = f"{type(e).__name__}: {e}"
+            target.unlink(missing_ok=True)  # an older report of it would show results that may no longer hold
             continue
         written.append(path)
         headlines[vid] = head
         hrefs[vid] = f"reports/{stem}.html"
     written.append(render_index(videos, out_dir / "index.html", hrefs, headlines, errors))
+    if errors or damaged:
+        for f in damaged:
+            if f.parent.parent.name == "videos":
+                errors.setdefault(f.parent.name.partition("=")[2], f"damaged output file {f}")
+        raise ReportError(errors, damaged)
     return written

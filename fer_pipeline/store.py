@@ -6,7 +6,15 @@ declared up front from the model's labels (ARCHITECTURE.md); a table whose colum
 
 Atomicity: each file is written to a temporary name in a staging folder on the same file system and renamed into
 place; a video's ``videos`` row is written last, so a video counts as done only once all its tables are complete.
-Readers never see a half-written file.
+Readers never see a half-written file. A failed video gets empty (zero-row) parts in the other three tables, so an
+output folder of only failures still reads as empty tables with the documented columns.
+
+Concurrency: a run claims a video (:func:`claim`, an exclusive lock on ``OUT/.locks/<video_id>.lock`` holding the
+owner's pid) before it checks or analyses it; a second run waits for it. The kernel drops the lock when its owner
+dies, so a lock of a killed run is taken over at once.
+
+Damage: every reader here reads part files one by one and raises :class:`~fer_pipeline.errors.DamagedOutputError`
+naming the files that cannot be read, instead of failing somewhere inside Arrow or silently skipping them.
 
 pandas and pyarrow are imported on first use, not with this module, so that a process can start decoding its first
 video without waiting for them (:func:`fer_pipeline.pipeline.analyze_video` imports them in a helper thread meanwhile).
@@ -17,10 +25,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
+from fer_pipeline.errors import DamagedOutputError, one_line
 from fer_pipeline.fileutil import make_video_id
 
 if TYPE_CHECKING:
@@ -74,6 +84,9 @@ def videos_schema() -> pa.Schema:
         ("frames_sampled", pa.int64()), ("faces_detected", pa.int64()), ("tracks", pa.int64()),
         ("processing_s", pa.float64()), ("emotion_model", pa.string()), ("detector", pa.string()),
         ("pipeline_version", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
+        # what the results depend on (fer_pipeline.pipeline.settings_fingerprint): a re-run with other settings,
+        # another model or detector re-analyses the video
+        ("settings", pa.string()), ("settings_sha256", pa.string()),
     ])
 
 
@@ -122,6 +135,7 @@ class VideoWriter:
         self.stage = self.out / ".staging" / f"{video_id}-{uuid.uuid4().hex[:8]}"
         self.stage.mkdir(parents=True, exist_ok=True)
         self._written: list[str] = []
+        self._thumbs = False
 
     def _schema(self, table: str) -> pa.Schema:
         if table == "faces":
@@ -147,6 +161,20 @@ class VideoWriter:
         pq.write_table(t, d / "part-0.parquet", compression="zstd")
         self._written.append(table)
 
+    def add_file(self, name: str, data: bytes) -> None:
+        """Stage a file of this video's report thumbnails (``OUT/reports/thumbs/<video_id>/<name>``); on
+        :meth:`commit` the staged set replaces the video's earlier thumbnails as a whole."""
+        d = self.stage / "thumbs"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / name).write_bytes(data)
+        self._thumbs = True
+
+    def write_empty(self, table: str) -> None:
+        """Stage a zero-row part of ``table`` (its declared columns): a failed video's rows of ``faces``,
+        ``timeline`` and ``audience``."""
+        schema = self._schema(table)
+        self.write(table, schema.empty_table().to_pandas())
+
     def commit(self, video_row: dict) -> None:
         """Write the ``videos`` row and move every staged table into ``OUT/<table>/video_id=<id>/``, replacing an
         earlier result of the same video. Tables not written this time are removed for this video, so the datasets
@@ -155,6 +183,11 @@ class VideoWriter:
 
         self.write("videos", pd.DataFrame([{k: video_row.get(k) for k in videos_schema().names}]))
         try:
+            if self._thumbs:  # before the tables: a committed video always has its thumbnails
+                dest = self.out / "reports" / "thumbs" / self.video_id
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(dest, ignore_errors=True)
+                os.replace(self.stage / "thumbs", dest)
             for table in TABLES:  # "videos" last: marks the video done
                 dest = self.out / table / f"video_id={self.video_id}"
                 if table not in self._written:
@@ -174,33 +207,234 @@ class VideoWriter:
             pass
 
 
-def read_video_row(out_dir: str | Path, video_id: str) -> dict | None:
-    """The stored ``videos`` row of ``video_id``, or None if the video was never committed."""
-    f = Path(out_dir) / "videos" / f"video_id={video_id}" / "part-0.parquet"
-    if not f.is_file():
-        return None
+def part_path(out_dir: str | Path, table: str, video_id: str) -> Path:
+    """Where ``video_id``'s part of ``table`` lives: ``OUT/<table>/video_id=<id>/part-0.parquet``."""
+    return Path(out_dir) / table / f"video_id={video_id}" / "part-0.parquet"
+
+
+def _read_part(f: Path) -> pa.Table:
+    """One part file, whole (every page decoded, so damage anywhere in it shows).
+
+    Raises:
+        DamagedOutputError: it exists but cannot be read as Parquet.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(f).to_pylist()
+    try:
+        return pq.read_table(f, partitioning=None)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise DamagedOutputError([f], one_line(e, 120)) from e
+
+
+def read_video_row(out_dir: str | Path, video_id: str) -> dict | None:
+    """The stored ``videos`` row of ``video_id``, or None if the video was never committed.
+
+    Raises:
+        DamagedOutputError: its ``videos`` part cannot be read.
+    """
+    f = part_path(out_dir, "videos", video_id)
+    if not f.is_file():
+        return None
+    rows = _read_part(f).to_pylist()
     return rows[0] if rows else None
 
 
-def read_table(out_dir: str | Path, table: str) -> pd.DataFrame:
-    """Read a whole dataset (all videos) with ``video_id`` as a plain string column; empty DataFrame if absent."""
+def check_parts(out_dir: str | Path, video_id: str, faces_rows: int | None = None) -> list[str]:
+    """Problems with the committed parts of one ``ok`` video, as one-line strings (empty: all present and readable).
+
+    Reads the ``faces``, ``timeline`` and ``audience`` parts whole; with ``faces_rows`` (the ``videos`` row's
+    ``faces_detected``) also checks that ``faces`` holds that many rows.
+    """
+    problems = []
+    for table in ("faces", "timeline", "audience"):
+        f = part_path(out_dir, table, video_id)
+        if not f.is_file():
+            problems.append(f"missing {f}")
+            continue
+        try:
+            t = _read_part(f)
+        except DamagedOutputError as e:
+            problems.append(f"damaged {f}: {e.reason}")
+            continue
+        if table == "faces" and faces_rows is not None and t.num_rows != int(faces_rows):
+            problems.append(f"{f} holds {t.num_rows} rows, not the {int(faces_rows)} recorded")
+    return problems
+
+
+def read_parts(table_dir: str | Path, video_id: str | None = None, damaged: list[Path] | None = None) -> pd.DataFrame:
+    """Read a dataset folder (``OUT/<table>``), or one video's part of it, part file by part file, with
+    ``video_id`` (from the folder names) as a plain string column.
+
+    Parts written by older versions may lack later columns: those are NaN/None in their rows.
+
+    Args:
+        damaged: when given, unreadable parts are appended to it and left out, instead of raising.
+
+    Returns:
+        All rows; an empty DataFrame when the folder does not exist or holds no part.
+
+    Raises:
+        DamagedOutputError: any part cannot be read (all such files are named); not with ``damaged``.
+    """
     import pandas as pd
 
-    d = Path(out_dir) / table
-    if not d.is_dir() or not any(d.glob("video_id=*/*.parquet")):
+    d = Path(table_dir)
+    files = sorted(d.glob(f"video_id={video_id if video_id is not None else '*'}/*.parquet"))
+    frames, bad = [], []
+    for f in files:
+        if not f.is_file():
+            continue
+        try:
+            t = _read_part(f)
+        except DamagedOutputError as e:
+            bad.append((f, e.reason))
+            continue
+        df = t.to_pandas()
+        df.insert(0, "video_id", f.parent.name.partition("=")[2])
+        frames.append(df)
+    if bad and damaged is not None:
+        damaged.extend(f for f, _ in bad)
+    elif bad:
+        raise DamagedOutputError([f for f, _ in bad], bad[0][1])
+    if not frames:
         return pd.DataFrame()
-    df = pd.read_parquet(d)
-    df["video_id"] = df["video_id"].astype(str)
-    return df
+    frames = [f for f in frames if len(f)] or frames[:1]  # zero-row parts (failed videos) add no rows
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+
+
+def read_table(out_dir: str | Path, table: str) -> pd.DataFrame:
+    """Read a whole dataset (all videos) with ``video_id`` as a plain string column; empty DataFrame if absent.
+
+    Raises:
+        DamagedOutputError: a part file cannot be read.
+    """
+    return read_parts(Path(out_dir) / table)
+
+
+_LOCKS = ".locks"
+
+
+class Claim:
+    """An exclusive claim on one video of an output folder (see :func:`claim`); ``release()`` ends it."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self.fd, self.path = fd, path
+
+    def release(self) -> None:
+        if self.fd < 0:
+            return
+        try:
+            self.path.unlink()  # while still locked: a waiter then sees another inode and retries
+        except OSError:
+            pass
+        os.close(self.fd)  # drops the lock
+        self.fd = -1
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _lock_owner(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def claim(out_dir: str | Path, video_id: str, wait: Callable[[str], None] | None = None,
+          poll_s: float = 0.25) -> Claim:
+    """Claim ``video_id`` in ``out_dir`` for this process, waiting while another process holds it.
+
+    An exclusive ``flock`` on ``OUT/.locks/<video_id>.lock`` (which holds the owner's pid and host for messages).
+    The kernel drops the lock when its owner exits or is killed, so a stale lock is taken over at once; the file is
+    removed on :meth:`Claim.release`. Where locks are not supported (some network file systems) the claim is
+    granted without one, with a warning.
+
+    Args:
+        wait: called once with the owner's "pid@host" when this call has to wait; the caller's stop requests are
+            honoured while waiting (:func:`fer_pipeline.interrupt.check`).
+
+    Raises:
+        Interrupted: a stop was requested while waiting.
+        OSError: the lock folder cannot be created.
+    """
+    import fcntl
+    import socket
+
+    from fer_pipeline import interrupt
+
+    d = Path(out_dir) / _LOCKS
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{video_id}.lock"
+    told = False
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if not told and wait is not None:
+                wait(_lock_owner(path))
+                told = True
+            interrupt.check()
+            time.sleep(poll_s)
+            continue
+        except OSError as e:  # no locks on this file system
+            logger.warning("cannot lock %s (%s); two runs may analyse %s at once", path, e, video_id)
+            return Claim(fd, path)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # released (and removed) between our open and our lock: try the new file
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode())
+        return Claim(fd, path)
+
+
+def _locked(out_dir: Path, video_id: str) -> bool:
+    """Whether another process holds ``video_id``'s claim now."""
+    import fcntl
+
+    path = out_dir / _LOCKS / f"{video_id}.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def clean_staging(out_dir: str | Path) -> None:
-    """Remove leftovers of interrupted runs (never visible to readers, but they take space)."""
-    shutil.rmtree(Path(out_dir) / ".staging", ignore_errors=True)
+    """Remove leftovers of interrupted runs (never visible to readers, but they take space): staged files of videos
+    that no running process has claimed (another run's work in progress is left alone)."""
+    out_dir = Path(out_dir)
+    stage = out_dir / ".staging"
+    if not stage.is_dir():
+        return
+    for d in stage.iterdir():
+        video_id = d.name.rsplit("-", 1)[0]
+        if not _locked(out_dir, video_id):
+            shutil.rmtree(d, ignore_errors=True)
+    try:
+        stage.rmdir()
+    except OSError:
+        pass
 
 
-__all__ = ["TABLES", "VideoWriter", "audience_schema", "clean_staging", "faces_schema", "make_video_id", "read_table",
-           "read_video_row", "timeline_schema", "to_table", "videos_schema"]
+__all__ = ["TABLES", "Claim", "VideoWriter", "audience_schema", "check_parts", "claim", "clean_staging", "faces_schema",
+           "make_video_id", "part_path", "read_parts", "read_table", "read_video_row", "timeline_schema", "to_table",
+           "videos_schema"]

@@ -17,7 +17,9 @@ from typing import Callable
 from prefect import flow, task
 from prefect.cache_policies import NONE as NO_CACHE
 
+from fer_pipeline import interrupt
 from fer_pipeline.config import PipelineConfig
+from fer_pipeline.errors import OutputError, is_disk_full, one_line
 from fer_pipeline.pipeline import Models, analyze_video, list_videos
 from fer_pipeline.store import clean_staging
 
@@ -33,24 +35,44 @@ def _models(cfg_json: str) -> Models:
 @task(name="analyze-video", cache_policy=NO_CACHE, task_run_name="analyze {path}")
 def analyze_video_task(path: str, out_dir: str, cfg_json: str, force: bool = False,
                        progress: Callable[[str, float], None] | None = None) -> dict:
-    """Analyse one video; returns its ``videos`` row (status ok / failed / skipped)."""
+    """Analyse one video; returns its ``videos`` row (status ok / failed / skipped), or a row with status
+    ``interrupted`` (a stop was requested: nothing of it written) or ``aborted`` (the output folder cannot be written:
+    ``error`` says why; the run stops)."""
     cfg = PipelineConfig.model_validate_json(cfg_json)
     try:
-        models = _models(cfg_json)
-    except Exception:  # noqa: BLE001 - analyze_video records the model error as this video's failed row
-        models = None
-    cb = (lambda t: progress(path, t)) if progress is not None else None
-    return analyze_video(path, out_dir, cfg, models=models, force=force, progress=cb)
+        interrupt.check()
+        try:
+            models = _models(cfg_json)
+        except Exception:  # noqa: BLE001 - analyze_video records the model error as this video's failed row
+            models = None
+        cb = (lambda t: progress(path, t)) if progress is not None else None
+        return analyze_video(path, out_dir, cfg, models=models, force=force, progress=cb)
+    except interrupt.Interrupted as e:
+        return {"path": path, "video_id": Path(path).name, "status": "interrupted", "error": str(e)}
+    except OutputError as e:
+        return {"path": path, "video_id": Path(path).name, "status": "aborted", "error": str(e)}
 
 
 @task(name="render-reports", cache_policy=NO_CACHE)
-def render_reports_task(out_dir: str, model_path: str) -> list[str]:
-    """Render every video's report and the index from the Parquet tables."""
-    from fer_pipeline.report import render_all
+def render_reports_task(out_dir: str, model_path: str) -> dict:
+    """Render every video's report and the index from the Parquet tables.
+
+    Returns:
+        ``{"paths": [written files], "error": None}``, or with ``error`` one line: reports that could not be
+        rendered (damaged tables), or the output folder full (``"no space left on device: OUT"``).
+    """
+    from fer_pipeline.report import ReportError, render_all
 
     card_path = Path(model_path).with_suffix(".json")
     card = json.loads(card_path.read_text()) if card_path.is_file() else None
-    return [str(p) for p in render_all(Path(out_dir), model_card=card)]
+    try:
+        return {"paths": [str(p) for p in render_all(Path(out_dir), model_card=card)], "error": None}
+    except ReportError as e:
+        return {"paths": [], "error": one_line(e)}
+    except OSError as e:
+        if is_disk_full(e):
+            return {"paths": [], "error": str(OutputError.disk_full(out_dir))}
+        raise
 
 
 def _task_runner(dask_address: str | None, dask_workers: int):
@@ -69,16 +91,42 @@ def _task_runner(dask_address: str | None, dask_workers: int):
 @flow(name="analyze-folder", log_prints=False)
 def analyze_folder(paths: list[str], out_dir: str, config: dict | None = None, force: bool = False,
                    reports: bool = True, progress: Callable[[str, float], None] | None = None) -> list[dict]:
-    """Analyse every recording under ``paths`` into ``out_dir``; returns one summary row per input file."""
+    """Analyse every recording under ``paths`` into ``out_dir``; returns one summary row per input file, then,
+    when reports were rendered and some could not be, a last row with ``status`` ``report-failed`` and the reason.
+
+    A stop request (:mod:`fer_pipeline.interrupt`) ends the run after the current video's step: that video and
+    those not started get status ``interrupted`` and no report is rendered. A full output folder stops the run the
+    same way (status ``aborted`` on the video that met it; the error says "no space left on device: OUT").
+    """
     cfg = PipelineConfig.model_validate(config or {})
     cfg_json = cfg.model_dump_json()
     videos = list_videos(paths)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    clean_staging(out_dir)
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        clean_staging(out_dir)
+    except OSError as e:
+        reason = str(OutputError.disk_full(out_dir)) if is_disk_full(e) else f"cannot write to {out_dir}: {e}"
+        return [{"path": str(v), "video_id": Path(v).name, "status": "aborted", "error": reason} for v in videos]
     futures = [analyze_video_task.submit(str(v), out_dir, cfg_json, force, progress) for v in videos]
-    results = [f.result() for f in futures]
+    results, stopped_here = [], False
+    try:
+        for f in futures:
+            r = f.result()
+            if r["status"] == "aborted" and not interrupt.stop_requested():
+                interrupt.request_stop(r["error"])  # the videos still queued here are not started
+                stopped_here = True
+            results.append(r)
+    finally:
+        if stopped_here:
+            interrupt.reset()
+    if any(r["status"] in ("interrupted", "aborted") for r in results):
+        return results
     if reports and cfg.output.reports:
-        render_reports_task(out_dir, str(cfg.classify.model))
+        rendered = render_reports_task(out_dir, str(cfg.classify.model))
+        if rendered["error"]:
+            status = "aborted" if rendered["error"].startswith("no space left") else "report-failed"
+            results.append({"path": str(Path(out_dir) / "index.html"), "video_id": "(reports)", "status": status,
+                            "error": rendered["error"]})
     return results
 
 

@@ -30,13 +30,26 @@ def shared() -> Path:
     return SHARED
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 10, pts_ms: list[int] | None = None) -> Path:
-    """Encode (N,H,W,3) uint8 RGB frames to H.264 with PyAV; optional per-frame pts in milliseconds (VFR)."""
+def write_video(path: Path, frames: np.ndarray, fps: int = 10, pts_ms: list[int] | None = None,
+                display_cw: int = 0, options: dict | None = None) -> Path:
+    """Encode (N,H,W,3) uint8 RGB frames to H.264 with PyAV; optional per-frame pts in milliseconds (VFR).
+
+    ``display_cw`` (0/90/180/270): record as a phone turned that way does: the frames are stored turned
+    counter-clockwise and the display matrix says to turn them back clockwise, so an upright decode gives
+    ``frames``. ``options``: x264 options (e.g. ``{"crf": "12"}``).
+    """
     import av
 
+    k = display_cw // 90
+    if k:
+        frames = np.ascontiguousarray(np.rot90(np.asarray(frames), k=k, axes=(1, 2)))
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if options:
+            s.codec_context.options = dict(options)
+        if display_cw:
+            s.set_display_rotation(-display_cw)  # PyAV: counter-clockwise degrees
         if pts_ms is not None:
             s.codec_context.time_base = Fraction(1, 1000)
         for i, f in enumerate(frames):
