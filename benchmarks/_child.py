@@ -9,13 +9,12 @@ frames it cannot sample, chunks decoded in parallel, one thread per core); ``FER
 frame instead, and ``FER_BENCH_OVERRIDES`` (e.g. ``{"decode.threads": 1}``) changes the decode settings as for
 ``ours``.
 
-Timers added here (the pipeline is not changed; these wrap module attributes of ``fer_pipeline.pipeline`` in this
-process only):
+Stage times come from the pipeline itself (``analyze_video``'s ``stage_s``, :class:`fer_pipeline.stages.StageTimes`),
+printed as ``*_s`` keys for run.py:
 
-* ``decode_wait_s``: time the main thread spent waiting for the next decoded batch (decoding runs ahead in a child
+* ``decode_wait_s``: time the stage loop spent waiting for the next decoded batch (decoding runs ahead in a child
   process, or in a thread with ``{"decode.process": false}``; a large wait means decoding is the bottleneck).
-* ``thumbnails_s``: JPEG encoding of report thumbnails (the pipeline keeps it in ``StageTimes.extra``, which
-  ``stage_s`` does not include).
+* ``thumbnails_s``: gathering and JPEG-encoding report thumbnails.
 * ``hash_s``: sha256 of the input file (``analyze_video`` hashes every file for its ``video_id``).
 
 As the CLI does, the video's decode process is started (``pipeline.start_decoding_ahead``) before the models load;
@@ -57,48 +56,18 @@ def _config():
 def run_ours(video: str, out_dir: str) -> dict:
     import fer_pipeline.pipeline as pl
 
-    extra = {"decode_wait_s": 0.0, "thumbnails_s": 0.0, "hash_s": 0.0}
-
-    orig_batches, orig_jpeg, orig_sha = pl._batches, pl._jpeg, pl.sha256_file
-
-    def timed_batches(*args, **kwargs):  # the pipeline's own decode process or prefetch thread, whatever its depth
-        gen = orig_batches(*args, **kwargs)
-        try:
-            while True:
-                t = time.perf_counter()
-                try:
-                    batch = next(gen)
-                except StopIteration:
-                    return
-                finally:
-                    extra["decode_wait_s"] += time.perf_counter() - t
-                yield batch
-        finally:
-            gen.close()
-
-    def timed_jpeg(*a, **k):
-        t = time.perf_counter()
-        try:
-            return orig_jpeg(*a, **k)
-        finally:
-            extra["thumbnails_s"] += time.perf_counter() - t
-
-    def timed_sha(*a, **k):
-        t = time.perf_counter()
-        try:
-            return orig_sha(*a, **k)
-        finally:
-            extra["hash_s"] += time.perf_counter() - t
-
-    pl._batches, pl._jpeg, pl.sha256_file = timed_batches, timed_jpeg, timed_sha
-
     t_import = time.perf_counter()
     cfg = _config()
+    prestarted = None
     if os.environ.get("FER_BENCH_PRESTART", "1") != "0":
-        pl.start_decoding_ahead(video, cfg)  # as the CLI does: it decodes while the models load
+        prestarted = pl.start_decoding_ahead(video, cfg)  # as the CLI does: it decodes while the models load
     models = pl.Models.load(cfg)
     t_loaded = time.perf_counter()
-    res = pl.analyze_video(video, out_dir, cfg, models)
+    try:
+        res = pl.analyze_video(video, out_dir, cfg, models, prestarted=prestarted)
+    finally:
+        if prestarted is not None:
+            prestarted.close()  # ends it if analyze_video did not take it over
     t_analyzed = time.perf_counter()
     # imported after the analysis, as flows/analyze.py does
     from fer_pipeline.report import render_all
@@ -116,7 +85,7 @@ def run_ours(video: str, out_dir: str) -> dict:
         "report_s": round(t_reported - t_analyzed, 3),
         "reports_written": len(written),
         "crop_frames": getattr(models.detector, "n_crop_frames", None),  # frames detected on face crops
-        **{k: round(v, 3) for k, v in extra.items()},
+        **{f"{k}_s": res["stage_s"][k] for k in ("decode_wait", "thumbnails", "hash")},
         # peak RSS of the decode process (None when decoding ran in this process), shared batch slots included
         "decoder_peak_rss_mb": res.get("decoder_peak_rss_mb"),
         "result": {k: res.get(k) for k in keys},
@@ -133,9 +102,8 @@ def run_decode(video: str, backend: str) -> dict:
     n = 0
     t = time.perf_counter()
     skip = os.environ.get("FER_BENCH_DECODE_SKIP", "1") != "0"
-    for batch in iter_batches(video, sample_fps=5, batch_size=16, backend=backend, skip_nonref=skip,
-                              threads=dc.threads, skip_loop_filter=dc.skip_loop_filter,
-                              snap_to_anchors=dc.snap_to_anchors):
+    for batch in iter_batches(video, dc.model_copy(update={"sample_fps": 5.0, "batch_size": 16, "backend": backend,
+                                                           "skip_nonref": skip})):
         n += len(batch)
     t_end = time.perf_counter()
     return {"import_s": round(t_import - T0, 3), "decode_s": round(t_end - t, 3), "frames": n,

@@ -97,9 +97,7 @@ def pixel_psnr(video: Path, cfg_a, cfg_b) -> dict:
     from fer_pipeline.decode import iter_batches
 
     def frames(cfg):
-        d = cfg.decode
-        for b in iter_batches(video, d.sample_fps, d.batch_size, d.backend, d.skip_nonref, d.threads,
-                              d.skip_loop_filter, d.snap_to_anchors):
+        for b in iter_batches(video, cfg.decode):
             yield from zip(b.frame_index.tolist(), b.frames)
 
     mse, worst, n = [], np.inf, 0

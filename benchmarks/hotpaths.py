@@ -39,6 +39,7 @@ def centerface(repeat: int) -> None:
     import onnxruntime as ort
     from onnx.tools.update_model_dims import update_inputs_outputs_dims
 
+    from fer_pipeline import onnx as onnx_rt
     from fer_pipeline.detect.centerface import _INPUT, _dynamic_model_bytes, default_model_path
 
     path = default_model_path()
@@ -48,12 +49,9 @@ def centerface(repeat: int) -> None:
     dims[_INPUT] = ["B", 3, "H", "W"]
     outs = {"537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"], "539": ["B", 2, "h", "w"], "540": ["B", 10, "h", "w"]}
     shipped = update_inputs_outputs_dims(m, dims, outs).SerializeToString()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.log_severity_level = 3
-    sessions = {"as shipped": ort.InferenceSession(shipped, opts, providers=["CPUExecutionProvider"]),
-                "weights as constants": ort.InferenceSession(_dynamic_model_bytes(path), opts,
-                                                             providers=["CPUExecutionProvider"])}
+    # the package's session factory, as the detector builds its session (1 thread, CPU)
+    sessions = {"as shipped": onnx_rt.session(shipped, device="cpu", threads=1),
+                "weights as constants": onnx_rt.session(_dynamic_model_bytes(path), device="cpu", threads=1)}
     print(f"CenterFace ({path}), onnxruntime {ort.__version__}, 1 thread, ms per run():")
     rng = np.random.default_rng(0)
     for shape in [(1, 3, 96, 96), (1, 3, 384, 640), (8, 3, 384, 640)]:
@@ -69,12 +67,13 @@ def centerface(repeat: int) -> None:
 def shrinking(repeat: int) -> None:
     import cv2
 
+    from fer_pipeline.config import DecodeConfig
     from fer_pipeline.decode import iter_batches
     from fer_pipeline.resize import shrink
 
     inputs = sorted((HERE / "_inputs").glob("720p-1min-*.mp4"))
     if inputs:
-        frame = next(iter(iter_batches(inputs[0], 5.0, 1, "pyav"))).frames[0]
+        frame = next(iter(iter_batches(inputs[0], DecodeConfig(batch_size=1, snap_to_anchors=False)))).frames[0]
         what = inputs[0].name
     else:  # benchmarks/inputs.py not run yet: any 720p-sized picture will do
         frame = cv2.resize(np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(

@@ -7,7 +7,7 @@ fresh subprocess so that peak RSS is per run:
   ours         fer_pipeline.pipeline.analyze_video(path, out, PipelineConfig(), models) + report.render_all(out),
                default config (sample_fps 5, PyAV, CenterFace, ByteTrack, the shipped emotion model). Wall time is
                the whole process (interpreter start, imports and model load included), like the peer's.
-  decode-only  fer_pipeline.decode.iter_batches(path, sample_fps=5, batch_size=16, backend=pyav|decord), with the
+  decode-only  fer_pipeline.decode.iter_batches(path, cfg) with sample_fps=5, batch_size=16, backend=pyav|decord and the
                pipeline's default decode settings (PyAV: chunks decoded in parallel, one thread per core): the
                physical floor of the same sampling; timed around the loop only.
   fer          the `fer` package in benchmarks/.fer-venv (bash benchmarks/setup_fer_peer.sh):

@@ -14,13 +14,27 @@ Definitions (ARCHITECTURE.md, the contract users rely on):
   the camera, see :mod:`fer_pipeline.headpose`), in [0, 1]; audience ``attention`` is its mean over the viewers
   present, i.e. the share of viewers attentive (a viewer attentive in 3 of 5 samples counts as 0.6 of a viewer).
   NaN when the faces carry no ``attentive`` column (tables from before head pose existed).
+
+This module is the only place these per-second figures are computed: the report (:mod:`fer_pipeline.report`) and
+the summary metrics (:mod:`fer_pipeline.metrics`) call :func:`with_derived_columns` and :func:`audience_from_timeline`
+for tables that lack them (hand-made, or written by an older version) instead of computing them again.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
 
+logger = logging.getLogger(__name__)
+
+PROB_PREFIX = "p_"
+"""Prefix of the per-label probability columns, ``p_<label>``."""
+SHARE_PREFIX = "share_"
+"""Prefix of the audience's per-label share columns, ``share_<label>``."""
 NEGATIVE = ("angry", "disgust", "fear", "sad")
 
 
@@ -118,6 +132,97 @@ def audience(tl: pd.DataFrame, labels, duration_s: float) -> pd.DataFrame:
     out["valence"] = valence(p, labels)
     out["expressiveness"] = expressiveness(p, labels)
     return out.reset_index()[["second", "viewers", *pcols, *scols, "valence", "expressiveness", "attention"]]
+
+
+def emotion_labels(columns: Iterable[str]) -> list[str]:
+    """The model's labels, read from the ``p_<label>`` columns of a table, in column order.
+
+    Args:
+        columns: column names, e.g. ``timeline.columns``.
+
+    Returns:
+        Label names without the prefix, e.g. ``["angry", ..., "neutral"]``; empty if there is no ``p_*`` column.
+    """
+    return [c[len(PROB_PREFIX):] for c in columns if isinstance(c, str) and c.startswith(PROB_PREFIX)
+            and len(c) > len(PROB_PREFIX)]
+
+
+def dominant_emotion(probs: pd.DataFrame | np.ndarray, labels) -> np.ndarray:
+    """The label of the largest probability per row of a ``(N, C)`` table (first label wins ties), as
+    :func:`timeline`'s ``emotion``, but NaN-safe: NaN entries are ignored and all-NaN rows give ``None``.
+
+    Returns:
+        An object array of ``N`` label names (or ``None``).
+    """
+    p = np.asarray(probs, np.float64)
+    if p.size == 0:  # no rows, or no label
+        return np.full(len(p), None, dtype=object)
+    valid = ~np.isnan(p).all(axis=1)
+    idx = np.nanargmax(np.where(np.isnan(p), -np.inf, p), axis=1)
+    out = np.asarray(list(labels), dtype=object)[idx]
+    out[~valid] = None
+    return out
+
+
+def with_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add ``valence``, ``expressiveness`` (and ``emotion`` for rows with probabilities) when they are missing.
+
+    The tables this module writes already carry these columns; this only fills them in for hand-made or older
+    tables, with :func:`valence`, :func:`expressiveness` and :func:`dominant_emotion` over the ``p_<label>`` columns.
+
+    Args:
+        frame: a ``timeline`` or ``audience`` table with ``p_<label>`` columns (fractions in [0, 1]).
+
+    Returns:
+        The same frame if nothing was missing (or it has no ``p_*`` column), else a copy with the missing columns
+        added: ``valence`` in [-1, 1], ``expressiveness`` in [0, 1] (only when the model has ``neutral``), ``emotion``
+        the argmax label (timeline only: added when ``track_id`` exists; ``None`` for rows without probabilities).
+    """
+    labels = emotion_labels(frame.columns)
+    if not labels:
+        return frame
+    missing_valence = "valence" not in frame.columns
+    missing_expr = "expressiveness" not in frame.columns and "neutral" in labels
+    missing_emotion = "emotion" not in frame.columns and "track_id" in frame.columns
+    if not (missing_valence or missing_expr or missing_emotion):
+        return frame
+    frame = frame.copy()
+    p = frame[prob_columns(labels)].to_numpy(np.float64)
+    if missing_valence:
+        frame["valence"] = valence(p, labels)
+    if missing_expr:
+        frame["expressiveness"] = expressiveness(p, labels)
+    if missing_emotion:
+        frame["emotion"] = pd.Series(dominant_emotion(p, labels), index=frame.index, dtype=object)
+    return frame
+
+
+def audience_from_timeline(tl: pd.DataFrame, duration_s: float | None = None) -> pd.DataFrame:
+    """Rebuild the per-second ``audience`` table from a ``timeline`` table (when only the timeline exists).
+
+    Labels are read from the ``p_<label>`` columns; missing ``valence`` / ``expressiveness`` / ``emotion`` are
+    filled in first (:func:`with_derived_columns`); then it is :func:`audience`, so the result is the table the
+    pipeline would have written.
+
+    Args:
+        tl: rows per track and second with ``second``, ``p_<label>`` and ideally ``track_id`` and ``emotion``.
+        duration_s: video duration in seconds (rows cover ``0 .. ceil(duration_s) - 1`` and every timeline second);
+            ``None``, NaN or <= 0: up to the last timeline second.
+
+    Returns:
+        The :func:`audience` table (``second, viewers, p_<label>..., share_<label>..., valence, expressiveness,
+        attention``); empty, with those columns, for an empty timeline or one without ``second``.
+    """
+    tl = with_derived_columns(tl)
+    labels = emotion_labels(tl.columns)
+    if tl.empty or "second" not in tl.columns:
+        cols = (["second", "viewers"] + prob_columns(labels) + [SHARE_PREFIX + x for x in labels]
+                + ["valence", "expressiveness", "attention"])
+        return pd.DataFrame(columns=cols)
+    if "emotion" not in tl.columns:  # no track_id: with_derived_columns did not add it
+        tl = tl.assign(emotion=dominant_emotion(tl[prob_columns(labels)], labels))
+    dur = float(duration_s) if duration_s is not None and math.isfinite(duration_s) and duration_s > 0 else 0.0
+    return audience(tl, labels, dur)
 
 
 def _empty(cols: list[str], pcols: list[str]) -> pd.DataFrame:

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fer_pipeline.errors import one_line
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Per-viewer, per-second emotion timelines and engagement reports from recordings of "
                        "audiences (webcam viewers or a room camera).")
@@ -35,7 +37,7 @@ def _load_cfg(config: Optional[Path], **overrides):
     try:
         return PipelineConfig.load(config, {k: v for k, v in overrides.items() if v is not None})
     except Exception as e:  # noqa: BLE001 - a bad config is a one-line error for the user
-        console.print(f"[red]error:[/red] invalid configuration: {' '.join(str(e).split())[:500]}")
+        console.print(f"[red]error:[/red] invalid configuration: {one_line(e, 500)}")
         raise typer.Exit(2) from e
 
 
@@ -97,8 +99,9 @@ def analyze(
     if not videos:
         console.print(f"[red]error:[/red] no video files found in {', '.join(map(str, paths))}")
         raise typer.Exit(2)
+    prestarted = None  # the first video's decode process, decoding while Prefect is imported and the models load
     if not (dask_address or dask_workers > 0):  # Dask workers are other processes: nothing to take over there
-        start_decoding_ahead(videos[0], cfg)  # decodes while Prefect is imported and the models load
+        prestarted = start_decoding_ahead(videos[0], cfg)
     server = None
     if not os.environ.get("PREFECT_API_URL"):
         if "prefect" in sys.modules:  # settings are read at import: the URL must be set first
@@ -108,13 +111,15 @@ def analyze(
 
         server = TemporaryServer()  # starts while Prefect is imported; waited for just before the flow
     try:
-        _analyze(videos, out, cfg, force, dask_address, dask_workers, server)
+        _analyze(videos, out, cfg, force, dask_address, dask_workers, server, prestarted)
     finally:
+        if prestarted is not None:
+            prestarted.close()  # ends it if nothing took it over
         if server is not None:
             server.stop()
 
 
-def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: int, server) -> None:
+def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: int, server, prestarted=None) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fer_pipeline.interrupt import run_interruptible
@@ -139,7 +144,7 @@ def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: in
         if server is not None:
             server.wait_ready()
         return run_analyze([str(v) for v in videos], str(out), cfg, force=force, dask_address=dask_address,
-                           dask_workers=dask_workers, progress=on_progress)
+                           dask_workers=dask_workers, progress=on_progress, prestarted=prestarted)
 
     def on_signal(signum: int) -> None:
         console.print("interrupted: stopping (press Ctrl-C again to quit at once)")
@@ -227,7 +232,7 @@ def report(out: Path = typer.Argument(..., help="output folder of an earlier `an
     if not (out / "videos").is_dir():
         console.print(f"[red]error:[/red] no `videos` table in {out}: run `fer-pipeline analyze` first")
         raise typer.Exit(2)
-    from fer_pipeline.errors import OutputError, is_disk_full, one_line
+    from fer_pipeline.errors import OutputError, is_disk_full
     from fer_pipeline.report import ReportError
 
     card_path = Path(model or PipelineConfig().classify.model).with_suffix(".json")
@@ -292,7 +297,7 @@ def evaluate(
     try:
         res = evaluate_path(path, model or PipelineConfig().classify.model, split, detect)
     except (ValueError, OSError) as e:
-        console.print(f"[red]error:[/red] {' '.join(str(e).split())}")
+        console.print(f"[red]error:[/red] {one_line(e, 1000)}")
         raise typer.Exit(2) from e
     if out:
         out.mkdir(parents=True, exist_ok=True)

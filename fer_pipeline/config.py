@@ -21,24 +21,24 @@ class _Section(BaseModel):
 
 class DecodeConfig(_Section):
     backend: Literal["pyav", "decord"] = Field("pyav", description="video decoder: pyav (default; faster and "
-                                                "3.8x less memory than decord here, see fer_pipeline/decode.py) or "
+                                                "3.8x less memory than decord here, see fer_pipeline/decode/) or "
                                                 "decord")
     sample_fps: float = Field(5.0, gt=0, description="frames analysed per second of video (Hz)")
     batch_size: int = Field(16, ge=1, description="sampled frames per batch; bounds memory")
     skip_nonref: bool = Field(True, description="pyav: do not decode non-reference frames the sampler cannot "
                               "keep (same samples on constant frame rate, 22-37% less decode CPU; see "
-                              "fer_pipeline/decode.py); false decodes every frame")
+                              "fer_pipeline/decode/sampling.py); false decodes every frame")
     threads: int = Field(0, ge=0, description="pyav: decoder threads; 0 = one per core (at most 4), decoding chunks "
                          "of GOPs side by side (exact; files that cannot be split use FFmpeg's frame threads); "
                          "1 = sequential on one thread; N = N chunk decoders")
     snap_to_anchors: bool = Field(True, description="pyav, chunked decoding: a sample that would fall on a B-frame "
                                   "takes the nearest I/P-frame within half a sampling interval instead, so B-frames "
                                   "are not decoded (29% less decode CPU on the 720p benchmark file; checked "
-                                  "bit-exact on the first chunk of each file, see fer_pipeline/decode.py); false "
+                                  "bit-exact on the first chunk of each file, see fer_pipeline/decode/); false "
                                   "samples the first frame at or after each tick")
     process: bool = Field(True, description="decode in a child process with its own interpreter, handing batches "
                           "over in shared memory (POSIX; the decoders then never wait for the pipeline's GIL: 1-minute "
-                          "720p benchmark input 8% faster, see fer_pipeline/decode_process.py); false decodes in a "
+                          "720p benchmark input 8% faster, see fer_pipeline/decode/process.py); false decodes in a "
                           "thread of the pipeline's process")
     stall_timeout_s: float = Field(60.0, gt=0, description="watchdog: a video whose decoder delivers nothing for "
                                    "this many seconds fails with \"decoder stalled\" and the run goes on")
@@ -72,6 +72,10 @@ class DetectConfig(_Section):
     pack: str | None = Field(None, description="insightface: model pack name under `root`, e.g. buffalo_l")
     root: Path = Field(Path("~/.insightface/models"), description="insightface: folder holding model packs")
     threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = all cores but one, min 1)")
+    device: Literal["auto", "cpu", "cuda"] | None = Field(None, description="where the detector runs: auto = CUDA "
+                                                          "when onnxruntime has it, cpu, cuda (required); null "
+                                                          "(default) = the same as classify.device, so one setting "
+                                                          "moves both models")
 
 
 class TrackConfig(_Section):
@@ -157,7 +161,7 @@ class PipelineConfig(_Section):
     #: :func:`fer_pipeline.pipeline.settings_fingerprint` (a moved copy of the same model changes nothing).
     #: ``decode.threads`` stays in: one decoder decodes sequentially, which never snaps samples to anchors.
     NOT_IN_FINGERPRINT: ClassVar[dict] = {"decode": {"process", "stall_timeout_s"},
-                          "detect": {"threads", "model_path", "pack", "root"},
+                          "detect": {"threads", "device", "model_path", "pack", "root"},
                           "classify": {"model", "batch_size", "device", "threads"},
                           "output": True}
 

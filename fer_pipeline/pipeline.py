@@ -4,7 +4,7 @@
 batch: any failure becomes a ``failed`` row in ``videos`` with a one-line reason, and nothing else of that video is
 written. Memory is bounded by the batch of sampled frames plus the (small) per-face rows, not by the video length.
 
-Decoding runs ahead in a child process (:mod:`fer_pipeline.decode_process`: its own interpreter, so its decoder threads
+Decoding runs ahead in a child process (:mod:`fer_pipeline.decode.process`: its own interpreter, so its decoder threads
 never wait for this process's GIL), or with ``decode.process: false`` in a background thread one batch ahead
 (decoders and onnxruntime release the GIL), so decode overlaps detection and classification on a 2-core CPU.
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import logging
 import os
@@ -23,25 +22,26 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-import numpy as np
 
 from fer_pipeline import __version__, interrupt
-from fer_pipeline.align import align_faces
 from fer_pipeline.config import PipelineConfig
 from fer_pipeline.errors import DamagedOutputError, OutputError, is_disk_full, one_line
 from fer_pipeline.fileutil import make_video_id, sha256_file
-from fer_pipeline.headpose import head_pose, is_attentive
-from fer_pipeline.resize import shrink
-from fer_pipeline.store import VideoWriter, check_parts, claim, read_video_row
-from fer_pipeline.track import build_tracker, short_tracks
+from fer_pipeline.headpose import is_attentive
+from fer_pipeline.stages import FaceStages, StageTimes, timed_batches
+from fer_pipeline.store import VideoWriter, check_parts, claim, faces_frame, read_video_row
+from fer_pipeline.thumbnails import Thumbnails
+from fer_pipeline.track import build_tracker
 from fer_pipeline.types import Faces, FrameBatch
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from fer_pipeline.decode import Prestarted
 
 logger = logging.getLogger(__name__)
 
@@ -57,58 +57,47 @@ def auto_threads(threads: int) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+if TYPE_CHECKING:  # Models' annotations only; Models.load imports both when it runs
+    from fer_pipeline.classify import EmotionModel
+    from fer_pipeline.detect import FaceDetector
+
+
 @dataclass
 class Models:
-    """Loaded detector and emotion model, built once and shared by all videos of a worker."""
+    """Loaded detector and emotion model, built once and shared by all videos of a worker.
 
-    detector: object
-    emotion: object
+    Attributes:
+        detector: the full detector (for CenterFace with ``adaptive_input``, the
+            :class:`~fer_pipeline.detect.adaptive.AdaptiveInput` wrapper), from
+            :func:`fer_pipeline.detect.build_detector`.
+        emotion: the emotion classifier.
+        detector_name: the detector backend's registry name (``detect.backend``).
+        detector_sha256: hex sha256 of the detector's weights file (part of the settings fingerprint).
+    """
+
+    detector: FaceDetector
+    emotion: EmotionModel
     detector_name: str
     detector_sha256: str | None = None  # of the detector's weights file (part of the settings fingerprint)
 
     @classmethod
     def load(cls, cfg: PipelineConfig) -> "Models":
-        """Build the configured detector and emotion model.
+        """Build the configured detector and emotion model. Both run on one device: ``classify.device``, which
+        ``detect.device`` follows unless set.
 
         Raises:
-            fer_pipeline.detect.DetectorError: detector weights missing.
+            fer_pipeline.detect.DetectorError: detector weights missing or not the expected file.
             fer_pipeline.classify.ModelError: emotion model or card missing or altered.
+            ValueError: ``device`` is ``cuda`` and onnxruntime has no working CUDA provider.
         """
         from fer_pipeline.classify import EmotionModel
         from fer_pipeline.detect import build_detector
 
         d = cfg.detect
-        det_threads, cls_threads = auto_threads(d.threads), auto_threads(cfg.classify.threads)
-        kwargs = dict(score_threshold=d.score_threshold, nms_iou=d.nms_iou, min_face_px=d.min_face_px)
-        if d.backend == "centerface":
-            kwargs.update(input_max_side=d.input_max_side, intra_op_num_threads=det_threads)
-        else:
-            kwargs.update(model_path=d.model_path, pack=d.pack, root=Path(d.root).expanduser())
-        detector = build_detector(d.backend, **kwargs)
-        detector_sha256 = getattr(detector, "sha256", None)
-        if d.backend == "centerface" and d.adaptive_input:
-            from fer_pipeline.detect.adaptive import AdaptiveInput
-
-            detector = AdaptiveInput(detector, d.target_face_px, d.min_input_side, crops=d.face_crops,
-                                     crop_side=d.crop_input_side, full_every=d.full_frame_every)
-        emotion = EmotionModel(cfg.classify.model, cfg.classify.batch_size, cfg.classify.device, cls_threads)
-        return cls(detector, emotion, d.backend, detector_sha256)
-
-
-@dataclass
-class StageTimes:
-    """Seconds spent per stage (wall clock, summed over batches)."""
-
-    decode: float = 0.0
-    detect: float = 0.0
-    track: float = 0.0
-    classify: float = 0.0
-    aggregate: float = 0.0
-    write: float = 0.0
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {k: round(v, 3) for k, v in vars(self).items() if k != "extra"}
+        detector = build_detector(d, threads=auto_threads(d.threads), device=d.device or cfg.classify.device)
+        emotion = EmotionModel(cfg.classify.model, cfg.classify.batch_size, cfg.classify.device,
+                               auto_threads(cfg.classify.threads))
+        return cls(detector, emotion, d.backend, detector.sha256)
 
 
 #: Python's thread switch interval while a video is analysed (seconds; CPython's default is 0.005). The decoder
@@ -188,8 +177,7 @@ def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1, stall
                     if time.monotonic() >= deadline:
                         from fer_pipeline.decode import VideoError
 
-                        raise VideoError(f"decoder stalled: nothing decoded for {stall_timeout_s:g} s after "
-                                         f"{last_ts:.1f} s of video (decode.stall_timeout_s): {path}", path) from None
+                        raise VideoError.stalled(stall_timeout_s, last_ts, path) from None
             if item is done:
                 return
             if isinstance(item, BaseException):
@@ -202,49 +190,42 @@ def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1, stall
         th.join(timeout=5)
 
 
-def _decode_args(path: str | Path, cfg: PipelineConfig) -> tuple:
-    """The positional arguments of ``iter_batches`` (and of the decode process) for ``path`` under ``cfg``."""
-    d = cfg.decode
-    return (path, d.sample_fps, d.batch_size, d.backend, d.skip_nonref, d.threads, d.skip_loop_filter,
-            d.snap_to_anchors)
-
-
-def start_decoding_ahead(path: str | Path, cfg: PipelineConfig) -> bool:
-    """Start ``path``'s decode process now (:func:`fer_pipeline.decode_process.prestart`), e.g. before the models
-    load, so that it decodes meanwhile; :func:`analyze_video` of ``path`` with the same ``cfg`` takes it over (and
-    ends it when the video is skipped). Returns whether one was started: never with ``decode.process: false`` or
-    where no child process can be used, nor for a file that cannot be probed (the analysis reports it)."""
+def start_decoding_ahead(path: str | Path, cfg: PipelineConfig) -> Prestarted | None:
+    """Start ``path``'s decode process now (:func:`fer_pipeline.decode.prestart`), e.g. before the models load, so
+    that it decodes meanwhile. Returns it (the caller owns it: :func:`analyze_video` of ``path`` with the same
+    ``cfg`` and ``prestarted=`` it takes it over, or ends it when the video is skipped; the caller closes it in any
+    case once the run is over), or ``None``: never with ``decode.process: false`` or where no child process can be
+    used, nor for a file that cannot be probed (the analysis reports it)."""
     if not cfg.decode.process:
-        return False
-    from fer_pipeline.decode_process import prestart
+        return None
+    from fer_pipeline.decode import prestart
 
-    return prestart(*_decode_args(path, cfg))
+    return prestart(path, cfg.decode)
 
 
-def _batches(path: Path, meta, cfg: PipelineConfig, times: StageTimes, stats: dict) -> Iterator[FrameBatch]:
+def _batches(path: Path, meta, cfg: PipelineConfig, times: StageTimes, stats: dict,
+             prestarted: Prestarted | None = None) -> Iterator[FrameBatch]:
     """The video's batches: decoded by a child process (``cfg.decode.process``, where
-    :func:`fer_pipeline.decode_process.available`), else by a thread of this one (:func:`_prefetch`). A child that
-    cannot be started falls back to the thread, with a warning. ``stats`` gets the child's ``decode_s`` and
-    ``decoder_peak_rss_mb``."""
-    from fer_pipeline import decode_process
-    from fer_pipeline.decode import iter_batches
+    :func:`fer_pipeline.decode.available`; ``prestarted``'s when it was started for this video and these settings),
+    else by a thread of this one (:func:`_prefetch`). A child that cannot be started falls back to the thread, with
+    a warning. ``stats`` gets the child's ``decode_s`` and ``decoder_peak_rss_mb``."""
+    from fer_pipeline import decode
 
-    args = _decode_args(path, cfg)
-    if cfg.decode.process and decode_process.available():
-        it = decode_process.iter_batches_in_process(*args, meta=meta, stats=stats,
-                                                    stall_timeout_s=cfg.decode.stall_timeout_s)
+    if cfg.decode.process and decode.available():
+        it = decode.iter_batches_in_process(path, cfg.decode, meta=meta, stats=stats, prestarted=prestarted)
         try:
             first = next(it)
         except StopIteration:
             return
-        except decode_process.StartError as e:  # fd limits, no fork...: decode in this process instead
-            logger.warning("decoding %s in this process: cannot start a decode process (%s)", path, _one_line(e))
+        except decode.StartError as e:  # fd limits, no fork...: decode in this process instead
+            logger.warning("decoding %s in this process: cannot start a decode process (%s)", path, one_line(e))
         else:
             yield first
             del first
             yield from it
             return
-    yield from _prefetch(iter_batches(*args), times, stall_timeout_s=cfg.decode.stall_timeout_s, path=path)
+    yield from _prefetch(decode.iter_batches(path, cfg.decode), times, stall_timeout_s=cfg.decode.stall_timeout_s,
+                         path=path)
 
 
 def _import_output_modules() -> None:
@@ -257,27 +238,13 @@ def _import_output_modules() -> None:
         pass
 
 
-def _jpeg(img: np.ndarray, max_side: int, quality: int = 80) -> bytes:
-    """JPEG bytes of an ``(H, W, 3) uint8`` RGB image shrunk to at most ``max_side`` pixels (never enlarged)."""
-    from PIL import Image
-
-    h, w = img.shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    if s < 1.0:  # 1.4 ms against 4.7 ms for PIL's thumbnail() on a 720p frame (benchmarks/hotpaths.py)
-        img = shrink(img, (max(1, round(w * s)), max(1, round(h * s))))
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
-
-
 def moment_seconds(au: pd.DataFrame, k: int = 3) -> list[int]:
-    """Seconds worth a thumbnail in the report: the ``k`` highest and ``k`` lowest audience valence (seconds with
-    viewers), and second 0."""
-    seen = au[au["viewers"] > 0]
-    secs = {0}
-    if len(seen):
-        secs |= set(seen.nlargest(k, "valence")["second"].tolist()) | set(seen.nsmallest(k, "valence")["second"].tolist())
-    return sorted(int(s) for s in secs)
+    """Seconds worth a thumbnail in the report: ``seconds`` of :func:`fer_pipeline.metrics.key_moments`, the rule the
+    report's key moments follow (second 0, the ``k`` highest and ``k`` lowest audience valence among seconds with
+    viewers, and the report's headline moments), so every moment a report shows has its frame."""
+    from fer_pipeline.metrics import key_moments
+
+    return key_moments(au, k)["seconds"]
 
 
 def list_videos(paths: list[str | Path]) -> list[Path]:
@@ -305,10 +272,6 @@ def list_videos(paths: list[str | Path]) -> list[Path]:
             seen.add(key)
             uniq.append(f)
     return uniq
-
-
-def _one_line(e: BaseException) -> str:
-    return one_line(e)
 
 
 def settings_fingerprint(cfg: PipelineConfig, models: Models) -> dict:
@@ -369,7 +332,7 @@ def _reuse(out_dir: Path, video_id: str, settings: str, fingerprint: dict) -> tu
 
 def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | None = None,
                   models: Models | None = None, force: bool = False,
-                  progress: Callable[[float], None] | None = None) -> dict:
+                  progress: Callable[[float], None] | None = None, prestarted: Prestarted | None = None) -> dict:
     """Analyse one recording and write its rows into the four datasets under ``out_dir``.
 
     The video is claimed first (:func:`fer_pipeline.store.claim`: another run analysing it is waited for). Its
@@ -384,6 +347,9 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
         models: loaded models to reuse (built from ``cfg`` when None).
         force: re-analyse even when the stored results could be reused.
         progress: called with the video time reached (seconds) after each batch.
+        prestarted: a decode process started ahead (:func:`start_decoding_ahead`): taken over when it was started
+            for ``path`` with these decode settings, closed when the video is skipped; the caller still owns it
+            (and closes it after the run: a no-op once taken over).
 
     Returns:
         The ``videos`` row written (dict; ``status`` is ``ok``, ``failed`` or ``skipped``) plus ``stage_s`` (seconds
@@ -402,16 +368,17 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
     path = Path(path)
     t0 = time.perf_counter()
     created = dt.datetime.now(dt.timezone.utc)
+    times = StageTimes()
     try:
         sha = sha256_file(path) if path.is_file() else None
     except OSError:
         sha = None
+    times.hash = time.perf_counter() - t0
     video_id = make_video_id(path, sha)
     row = {"path": str(path), "sha256": sha, "status": "failed", "error": None, "duration_s": None, "fps": None,
            "width": None, "height": None, "frames_sampled": 0, "faces_detected": 0, "tracks": 0,
            "processing_s": None, "emotion_model": None, "detector": cfg.detect.backend,
            "pipeline_version": __version__, "created_at": created, "settings": None, "settings_sha256": None}
-    times = StageTimes()
     try:
         lock = claim(out_dir, video_id, wait=lambda owner: logger.warning(
             "waiting for %s: another run (%s) is analysing it", path, owner))
@@ -427,14 +394,13 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
             prev, why = (None, None) if force else _reuse(out_dir, video_id, row["settings"], fingerprint)
             if prev is not None:
                 logger.info("skip %s: already analysed with these settings (video_id %s)", path, video_id)
-                from fer_pipeline.decode_process import discard_prestarted
-
-                discard_prestarted(path)  # a decode process started ahead for it is not needed
+                if prestarted is not None:
+                    prestarted.close()  # a decode process started ahead for it is not needed
                 return {**prev, "status": "skipped", "video_id": video_id, "stage_s": times.as_dict(), "note": None}
             if why:
                 logger.info("analysing %s again: %s", path, why)
             with _switch_interval(SWITCH_INTERVAL_S):
-                result = _run(path, out_dir, video_id, cfg, models, row, times, progress)
+                result = _run(path, out_dir, video_id, cfg, models, row, times, progress, prestarted=prestarted)
             return {**result, "note": f"re-analysed: {why}" if why else None}
         except (interrupt.Interrupted, OutputError):
             raise
@@ -446,8 +412,8 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
             if not isinstance(e, (VideoError, OSError, ValueError)):
                 logger.exception("unexpected error on %s", path)
             else:
-                logger.warning("failed %s: %s", path, _one_line(e))
-            row.update(status="failed", error=_one_line(e), processing_s=time.perf_counter() - t0)
+                logger.warning("failed %s: %s", path, one_line(e))
+            row.update(status="failed", error=one_line(e), processing_s=time.perf_counter() - t0)
             _commit_failed(out_dir, video_id, row, models)
             return {**row, "video_id": video_id, "stage_s": times.as_dict(), "note": None}
 
@@ -478,7 +444,7 @@ def _commit_failed(out_dir: Path, video_id: str, row: dict, models: Models | Non
 
 
 def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: Models, row: dict,
-         times: StageTimes, progress) -> dict:
+         times: StageTimes, progress, prestarted: Prestarted | None = None) -> dict:
     from fer_pipeline.decode import VideoError, probe
 
     t_start = time.perf_counter()
@@ -494,65 +460,21 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
                                   max_lost_s=cfg.track.max_lost_s)
     pool.submit(_import_output_modules)
     pool.shutdown(wait=False)
-    tracker = None
-    template = models.emotion.spec.template
-    hw = tuple(models.emotion.spec.input_hw)
-    gray = models.emotion.spec.color == "gray"
-    thumbs = cfg.output.thumbnails
+    stages = FaceStages(models.detector, pending_tracker.result, models.emotion, times)
+    thumbs = Thumbnails() if cfg.output.thumbnails else None
 
     decode_stats: dict = {}
-    face_parts: list[dict] = []
-    second_thumbs: dict[int, bytes] = {}
-    track_best: dict[int, tuple[float, bytes]] = {}
+    found: list[Faces] = []
     frames_sampled = 0
-    for batch in _batches(path, meta, cfg, times, decode_stats):
+    for batch in timed_batches(_batches(path, meta, cfg, times, decode_stats, prestarted), times):
         interrupt.check()
         frames_sampled += len(batch)
-        t = time.perf_counter()
-        dets = models.detector.detect_batch(batch.frames)
-        times.detect += time.perf_counter() - t
-        if tracker is None:  # the first batch's detection ran while the helper thread was still importing
-            tracker = pending_tracker.result()
-
-        t = time.perf_counter()
-        tracked = [tracker.update(f, float(ts)) for f, ts in zip(dets, batch.timestamp_s)]
-        times.track += time.perf_counter() - t
-
-        t = time.perf_counter()
-        crops, owners = [], []
-        for i, faces in enumerate(tracked):
-            if len(faces):
-                crops.append(align_faces(batch.frames[i], faces.landmarks, template, hw, gray))
-                owners.append(np.full(len(faces), i))
-        if crops:
-            all_faces = Faces.concat([f for f in tracked if len(f)])
-            probs = models.emotion.predict(np.concatenate(crops))
-            owner = np.concatenate(owners)
-            face_parts.append({
-                "frame_index": batch.frame_index[owner], "timestamp_s": batch.timestamp_s[owner],
-                "track_id": all_faces.track_id, "xyxy": all_faces.xyxy, "det_score": all_faces.scores,
-                "probs": probs, "pose": head_pose(all_faces.landmarks),
-            })
-        times.classify += time.perf_counter() - t
-
-        if thumbs:
+        per_frame, faces = stages(batch)
+        found.append(faces)
+        if thumbs is not None:
             t = time.perf_counter()
-            for i, ts in enumerate(batch.timestamp_s):
-                sec = int(np.floor(ts))
-                if sec not in second_thumbs:
-                    second_thumbs[sec] = _jpeg(batch.frames[i], 240, 70)
-            for i, faces in enumerate(tracked):
-                for k in range(len(faces)):
-                    tid = int(faces.track_id[k])
-                    x1, y1, x2, y2 = faces.xyxy[k]
-                    size = float((x2 - x1) * (y2 - y1)) * float(faces.scores[k])
-                    if tid not in track_best or size > track_best[tid][0] * 1.2:
-                        pad = 0.25 * (x2 - x1)
-                        fr = batch.frames[i]
-                        crop = fr[max(0, int(y1 - pad)):int(y2 + pad), max(0, int(x1 - pad)):int(x2 + pad)]
-                        if crop.size:
-                            track_best[tid] = (size, _jpeg(crop, 128, 85))
-            times.extra["thumbnails"] = times.extra.get("thumbnails", 0.0) + time.perf_counter() - t
+            thumbs.add(batch, per_frame)
+            times.thumbnails += time.perf_counter() - t
         if progress is not None:
             progress(float(batch.timestamp_s[-1]))
     if frames_sampled == 0:
@@ -560,50 +482,12 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     times.decode += decode_stats.get("decode_s", 0.0)
 
     t = time.perf_counter()
-    import pandas as pd
+    from fer_pipeline.aggregate import audience, timeline
 
-    from fer_pipeline.aggregate import audience, prob_columns, timeline
-
-    pcols = prob_columns(labels)
-    if face_parts:
-        cat = {k: np.concatenate([p[k] for p in face_parts]) for k in face_parts[0]}
-        faces_df = pd.DataFrame({"frame_index": cat["frame_index"].astype(np.int64),
-                                 "timestamp_s": cat["timestamp_s"].astype(np.float64),
-                                 "track_id": cat["track_id"].astype(np.int64),
-                                 "x1": cat["xyxy"][:, 0], "y1": cat["xyxy"][:, 1],
-                                 "x2": cat["xyxy"][:, 2], "y2": cat["xyxy"][:, 3],
-                                 "det_score": cat["det_score"]})
-        for j, c in enumerate(pcols):
-            faces_df[c] = cat["probs"][:, j]
-        faces_df["emotion"] = np.asarray(labels, dtype=object)[cat["probs"].argmax(1)]
-        faces_df["yaw"], faces_df["pitch"], faces_df["roll"] = cat["pose"].T
-        faces_df["attentive"] = is_attentive(cat["pose"], cfg.attention.max_yaw_deg, cfg.attention.max_pitch_deg)
-        faces_df["track_id"] = tracker.resolve(faces_df["track_id"].to_numpy())
-        faces_df = faces_df[faces_df["track_id"] >= 0]
-        drop = short_tracks(faces_df["track_id"].to_numpy(), faces_df["timestamp_s"].to_numpy(),
-                            cfg.track.min_track_s, 1.0 / cfg.decode.sample_fps)
-        faces_df = faces_df[~faces_df["track_id"].isin(drop)].reset_index(drop=True)
-        # renumber tracks 1..K in order of first appearance: readable ids, stable for the same input
-        first = faces_df.groupby("track_id")["timestamp_s"].min().sort_values(kind="stable")
-        mapping = {old: new for new, old in enumerate(first.index, start=1)}
-        best: dict[int, tuple[float, bytes]] = {}
-        for k, v in track_best.items():
-            real = int(tracker.resolve(np.array([k]))[0])
-            if real in mapping and (mapping[real] not in best or v[0] > best[mapping[real]][0]):
-                best[mapping[real]] = v
-        track_best = best
-        faces_df["track_id"] = faces_df["track_id"].map(mapping).astype(np.int64)
-    else:
-        faces_df = pd.DataFrame({c: pd.Series(dtype=d) for c, d in [
-            ("frame_index", np.int64), ("timestamp_s", np.float64), ("track_id", np.int64), ("x1", np.float32),
-            ("y1", np.float32), ("x2", np.float32), ("y2", np.float32), ("det_score", np.float32)]})
-        for c in pcols:
-            faces_df[c] = pd.Series(dtype=np.float32)
-        faces_df["emotion"] = pd.Series(dtype=object)
-        for c in ("yaw", "pitch", "roll"):
-            faces_df[c] = pd.Series(dtype=np.float32)
-        faces_df["attentive"] = pd.Series(dtype=bool)
-        track_best = {}
+    tracked = stages.tracker.finish(Faces.concat(found, len(labels)), cfg.track.min_track_s,
+                                    1.0 / cfg.decode.sample_fps)
+    attentive = is_attentive(tracked.faces.pose, cfg.attention.max_yaw_deg, cfg.attention.max_pitch_deg)
+    faces_df = faces_frame(tracked.faces, labels, attentive)
     tl = timeline(faces_df, labels)
     au = audience(tl, labels, meta.duration_s)
     times.aggregate += time.perf_counter() - t
@@ -615,12 +499,9 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         writer.write("faces", faces_df)
         writer.write("timeline", tl)
         writer.write("audience", au)
-        if thumbs:
-            for tid, (_, jpg) in track_best.items():
-                writer.add_file(f"track-{tid}.jpg", jpg)
-            for sec in moment_seconds(au):
-                if sec in second_thumbs:
-                    writer.add_file(f"second-{sec}.jpg", second_thumbs[sec])
+        if thumbs is not None:
+            for name, jpg in thumbs.files(tracked.ids, moment_seconds(au)).items():
+                writer.add_file(name, jpg)
         row.update(status="ok", error=None, frames_sampled=frames_sampled, faces_detected=int(len(faces_df)),
                    tracks=int(faces_df["track_id"].nunique()), processing_s=time.perf_counter() - t_start)
         writer.commit(row)

@@ -30,8 +30,11 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from fer_pipeline.errors import DamagedOutputError, one_line
 from fer_pipeline.fileutil import make_video_id
+from fer_pipeline.types import Faces
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,6 +56,23 @@ def faces_schema(labels) -> pa.Schema:
                       # head pose (degrees; fer_pipeline/headpose.py) and facing the camera within the limits
                       ("yaw", pa.float32()), ("pitch", pa.float32()), ("roll", pa.float32()),
                       ("attentive", pa.bool_())])
+
+
+def faces_frame(faces: Faces, labels, attentive: np.ndarray) -> pd.DataFrame:
+    """The ``faces`` table's rows (the columns of :func:`faces_schema`, in order) for a video's final
+    :class:`~fer_pipeline.types.Faces`: boxes, scores, track ids, frame index, timestamp, ``probs`` ``(N, K)`` over
+    ``labels`` and ``pose`` set; ``emotion`` is each row's most probable label; ``attentive`` ``(N,) bool``."""
+    import pandas as pd
+
+    cols = {"frame_index": faces.frame_index, "timestamp_s": faces.timestamp_s, "track_id": faces.track_id,
+            "x1": faces.xyxy[:, 0], "y1": faces.xyxy[:, 1], "x2": faces.xyxy[:, 2], "y2": faces.xyxy[:, 3],
+            "det_score": faces.scores}
+    cols.update({f"p_{lab}": faces.probs[:, j] for j, lab in enumerate(labels)})
+    cols["emotion"] = np.asarray(labels, dtype=object)[faces.probs.argmax(1)] if len(faces) else \
+        np.zeros(0, dtype=object)
+    cols.update(yaw=faces.pose[:, 0], pitch=faces.pose[:, 1], roll=faces.pose[:, 2],
+                attentive=np.asarray(attentive, bool))
+    return pd.DataFrame(cols)
 
 
 def timeline_schema(labels) -> pa.Schema:
@@ -435,6 +455,7 @@ def clean_staging(out_dir: str | Path) -> None:
         pass
 
 
-__all__ = ["TABLES", "Claim", "VideoWriter", "audience_schema", "check_parts", "claim", "clean_staging", "faces_schema",
+__all__ = ["TABLES", "Claim", "VideoWriter", "audience_schema", "check_parts", "claim", "clean_staging", "faces_frame",
+           "faces_schema",
            "make_video_id", "part_path", "read_parts", "read_table", "read_video_row", "timeline_schema", "to_table",
            "videos_schema"]

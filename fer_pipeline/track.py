@@ -2,14 +2,16 @@
 
 The association itself is roboflow's ``trackers`` ByteTrack (Zhang et al., "ByteTrack: Multi-Object Tracking by
 Associating Every Detection Box", ECCV 2022), driven by presentation timestamps so variable frame rates and sparse
-sampling (5 Hz) are handled. This module only adapts :class:`~fer_pipeline.types.Faces` to it and drops tracks too
-short to be a viewer.
+sampling (5 Hz) are handled. This module adapts :class:`~fer_pipeline.types.Faces` to it and owns the whole id
+lifecycle: provisional ids while a track is unconfirmed, then at the end of a video :meth:`Tracker.finish` resolves
+them, drops tracks too short to be a viewer and renumbers the rest 1..K in order of first appearance.
 """
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -44,6 +46,54 @@ class Tracker(ABC):
         """Final ids for ids returned earlier by :meth:`update`: provisional ids (<= -2, given to a face that starts
         a track before the track is confirmed) become the track's id once confirmed, or -1 if it never was."""
         return np.asarray(track_id, np.int64)
+
+    def finish(self, faces: Faces, min_track_s: float, sample_period_s: float) -> TrackResult:
+        """End a video's tracking: the faces of every :meth:`update` of the video, with final ids.
+
+        Provisional ids are resolved (:meth:`resolve`; faces of tracks never confirmed are dropped), tracks whose
+        span is shorter than ``min_track_s`` are dropped (:func:`short_tracks`), and the rest are renumbered 1..K in
+        order of first appearance (ties: the lower tracker id first), so ids are readable and stable for the same
+        input.
+
+        Args:
+            faces: every face :meth:`update` returned for the video, in order, with ``timestamp_s`` set.
+            min_track_s: shortest track kept, seconds.
+            sample_period_s: 1 / sample_fps, seconds (a track seen in k samples spans k periods).
+
+        Returns:
+            :class:`TrackResult`: the kept faces (row order kept) and the map from each id :meth:`update` gave to
+            the final id.
+        """
+        raw = faces.track_id
+        resolved = self.resolve(raw)
+        keep = resolved >= 0
+        kept = faces[keep].with_track_id(resolved[keep])
+        drop = short_tracks(kept.track_id, kept.timestamp_s, min_track_s, sample_period_s)
+        kept = kept[~np.isin(kept.track_id, drop)]
+        ids, inv = np.unique(kept.track_id, return_inverse=True)
+        first = np.full(len(ids), np.inf)
+        np.minimum.at(first, inv, kept.timestamp_s)
+        renumber = {int(old): new for new, old in enumerate(ids[np.argsort(first, kind="stable")], start=1)}
+        final = kept.with_track_id(np.array([renumber[int(t)] for t in kept.track_id], np.int64))
+        by_raw = {}
+        for r, real in zip(np.unique(raw).tolist(), self.resolve(np.unique(raw)).tolist()):
+            if real in renumber:
+                by_raw[int(r)] = renumber[real]
+        return TrackResult(final, by_raw)
+
+
+@dataclass(frozen=True)
+class TrackResult:
+    """A video's tracking outcome (:meth:`Tracker.finish`).
+
+    Attributes:
+        faces: the faces kept, ``track_id`` 1..K in order of first appearance.
+        ids: ``{id given by update: final id}`` for every id whose track was kept (provisional and confirmed ids
+            both), e.g. to carry per-track data gathered during tracking (thumbnails) over to the final ids.
+    """
+
+    faces: Faces
+    ids: dict[int, int]
 
 
 @register

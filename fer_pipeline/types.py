@@ -62,55 +62,113 @@ class FrameBatch:
         return len(self.frames)
 
 
+#: Per-face columns of :class:`Faces`: name -> (dtype, trailing shape, fill value of a row not yet set).
+#: ``probs`` has a trailing size of its own (the model's number of labels, 0 before classification).
+FACE_COLUMNS: dict[str, tuple[type, tuple[int, ...], float]] = {
+    "xyxy": (np.float32, (4,), np.nan),
+    "scores": (np.float32, (), np.nan),
+    "landmarks": (np.float32, (5, 2), np.nan),
+    "track_id": (np.int64, (), -1),
+    "frame_index": (np.int64, (), -1),
+    "timestamp_s": (np.float64, (), np.nan),
+    "probs": (np.float32, (0,), np.nan),
+    "pose": (np.float32, (3,), np.nan),
+}
+
+
 @dataclass(frozen=True)
 class Faces:
-    """Faces found in one frame, as columns of N rows (N may be 0; never ``None``).
+    """Faces as columns of N rows (N may be 0, never ``None``), filled in stage by stage: the detector sets boxes,
+    scores and landmarks; the tracker ``track_id``; the stage loop the frame each face is in; the classifier
+    ``probs``; head pose ``pose``. Modelled on supervision's ``Detections``; every column is a numpy array whose
+    first axis is the face.
 
     Attributes:
         xyxy: ``(N, 4) float32`` boxes ``x1, y1, x2, y2`` in original-frame pixels.
         scores: ``(N,) float32`` detection confidence in [0, 1].
         landmarks: ``(N, 5, 2) float32`` (x, y) pixels of left eye, right eye, nose, left mouth corner, right mouth
             corner ("left" = the subject's left as seen in the image's left half, i.e. image-left).
-        track_id: ``(N,) int64`` identity across frames; -1 until a tracker confirms it.
+        track_id: ``(N,) int64`` identity across frames; -1 until a tracker confirms it (<= -2: provisional, see
+            :meth:`fer_pipeline.track.Tracker.resolve`).
+        frame_index: ``(N,) int64`` index in the decoded stream of the frame the face is in; -1 unknown.
+        timestamp_s: ``(N,) float64`` presentation time of that frame, seconds; NaN unknown.
+        probs: ``(N, K) float32`` emotion probabilities over the model's K labels (rows sum to 1); ``(N, 0)``
+            before classification.
+        pose: ``(N, 3) float32`` head yaw, pitch, roll in degrees (:mod:`fer_pipeline.headpose`); NaN unknown.
+
+    Columns left out are filled with their "not set" value (-1 or NaN). Raises ``ValueError`` when a column's
+    length or trailing shape is wrong (the message names it).
     """
 
     xyxy: np.ndarray
     scores: np.ndarray
     landmarks: np.ndarray
     track_id: np.ndarray = field(default=None)  # type: ignore[assignment]
+    frame_index: np.ndarray = field(default=None)  # type: ignore[assignment]
+    timestamp_s: np.ndarray = field(default=None)  # type: ignore[assignment]
+    probs: np.ndarray = field(default=None)  # type: ignore[assignment]
+    pose: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        n = len(self.xyxy)
-        if self.track_id is None:
-            object.__setattr__(self, "track_id", np.full(n, -1, np.int64))
-        object.__setattr__(self, "xyxy", np.asarray(self.xyxy, np.float32).reshape(n, 4))
-        object.__setattr__(self, "scores", np.asarray(self.scores, np.float32).reshape(n))
-        object.__setattr__(self, "landmarks", np.asarray(self.landmarks, np.float32).reshape(n, 5, 2))
-        object.__setattr__(self, "track_id", np.asarray(self.track_id, np.int64).reshape(n))
+        n = len(np.asarray(self.xyxy).reshape(-1, 4))
+        for name, (dtype, tail, fill) in FACE_COLUMNS.items():
+            value = getattr(self, name)
+            if value is None:
+                value = np.full((n, *tail), fill, dtype)
+            else:
+                value = np.asarray(value, dtype)
+                if name == "probs":
+                    if value.ndim != 2 or len(value) != n:
+                        raise ValueError(f"Faces.probs must be ({n}, K), got {value.shape}")
+                else:
+                    try:
+                        value = value.reshape((n, *tail))
+                    except ValueError:
+                        raise ValueError(f"Faces.{name} must be {(n, *tail)} for {n} faces, got {value.shape}") \
+                            from None
+            object.__setattr__(self, name, value)
 
     @classmethod
-    def empty(cls) -> "Faces":
-        """No faces: shapes (0,4), (0,), (0,5,2), (0,)."""
+    def empty(cls, n_labels: int = 0) -> "Faces":
+        """No faces: every column with 0 rows (``probs`` ``(0, n_labels)``)."""
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32),
-                   np.zeros(0, np.int64))
+                   probs=np.zeros((0, n_labels), np.float32))
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every column by name (the arrays themselves, not copies)."""
+        return {name: getattr(self, name) for name in FACE_COLUMNS}
+
     def __getitem__(self, idx) -> "Faces":
-        """Select rows by boolean mask, index array or slice."""
+        """Select rows (every column) by boolean mask, index array or slice; an int selects one row as ``Faces``."""
         if isinstance(idx, (int, np.integer)):
             idx = [idx]
-        return Faces(self.xyxy[idx], self.scores[idx], self.landmarks[idx], self.track_id[idx])
+        return Faces(**{k: v[idx] for k, v in self.columns().items()})
+
+    def with_columns(self, **columns: np.ndarray) -> "Faces":
+        """A copy with the given columns replaced (validated as at construction)."""
+        unknown = set(columns) - set(FACE_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown Faces column(s) {sorted(unknown)}; known: {list(FACE_COLUMNS)}")
+        return Faces(**{**self.columns(), **columns})
 
     def with_track_id(self, track_id: np.ndarray) -> "Faces":
         """A copy with ``track_id`` replaced (``(N,) int64``)."""
-        return Faces(self.xyxy, self.scores, self.landmarks, track_id)
+        return self.with_columns(track_id=track_id)
 
     @staticmethod
-    def concat(items: list["Faces"]) -> "Faces":
-        """Stack several frames' faces into one container (rows in order)."""
+    def concat(items: list["Faces"], n_labels: int = 0) -> "Faces":
+        """Stack several Faces into one container (rows in order). ``n_labels``: width of ``probs`` when ``items``
+        is empty.
+
+        Raises:
+            ValueError: ``probs`` of different widths.
+        """
         if not items:
-            return Faces.empty()
-        return Faces(np.concatenate([f.xyxy for f in items]), np.concatenate([f.scores for f in items]),
-                     np.concatenate([f.landmarks for f in items]), np.concatenate([f.track_id for f in items]))
+            return Faces.empty(n_labels)
+        widths = {f.probs.shape[1] for f in items}
+        if len(widths) > 1:
+            raise ValueError(f"cannot concatenate Faces with probs of widths {sorted(widths)}")
+        return Faces(**{k: np.concatenate([f.columns()[k] for f in items]) for k in FACE_COLUMNS})

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from prefect import flow, task
 from prefect.cache_policies import NONE as NO_CACHE
@@ -34,10 +34,11 @@ def _models(cfg_json: str) -> Models:
 
 @task(name="analyze-video", cache_policy=NO_CACHE, task_run_name="analyze {path}")
 def analyze_video_task(path: str, out_dir: str, cfg_json: str, force: bool = False,
-                       progress: Callable[[str, float], None] | None = None) -> dict:
+                       progress: Callable[[str, float], None] | None = None, prestarted: Any = None) -> dict:
     """Analyse one video; returns its ``videos`` row (status ok / failed / skipped), or a row with status
     ``interrupted`` (a stop was requested: nothing of it written) or ``aborted`` (the output folder cannot be written:
-    ``error`` says why; the run stops)."""
+    ``error`` says why; the run stops). ``prestarted``: a :class:`fer_pipeline.decode.Prestarted` for this video, or
+    ``None`` (see :func:`fer_pipeline.pipeline.analyze_video`)."""
     cfg = PipelineConfig.model_validate_json(cfg_json)
     try:
         interrupt.check()
@@ -46,7 +47,7 @@ def analyze_video_task(path: str, out_dir: str, cfg_json: str, force: bool = Fal
         except Exception:  # noqa: BLE001 - analyze_video records the model error as this video's failed row
             models = None
         cb = (lambda t: progress(path, t)) if progress is not None else None
-        return analyze_video(path, out_dir, cfg, models=models, force=force, progress=cb)
+        return analyze_video(path, out_dir, cfg, models=models, force=force, progress=cb, prestarted=prestarted)
     except interrupt.Interrupted as e:
         return {"path": path, "video_id": Path(path).name, "status": "interrupted", "error": str(e)}
     except OutputError as e:
@@ -90,9 +91,12 @@ def _task_runner(dask_address: str | None, dask_workers: int):
 
 @flow(name="analyze-folder", log_prints=False)
 def analyze_folder(paths: list[str], out_dir: str, config: dict | None = None, force: bool = False,
-                   reports: bool = True, progress: Callable[[str, float], None] | None = None) -> list[dict]:
+                   reports: bool = True, progress: Callable[[str, float], None] | None = None,
+                   prestarted: Any = None) -> list[dict]:
     """Analyse every recording under ``paths`` into ``out_dir``; returns one summary row per input file, then,
     when reports were rendered and some could not be, a last row with ``status`` ``report-failed`` and the reason.
+    ``prestarted``: the first video's decode process started ahead (:func:`fer_pipeline.pipeline.start_decoding_ahead`,
+    in-process task runners only), handed to that video's task; its owner closes it after the run.
 
     A stop request (:mod:`fer_pipeline.interrupt`) ends the run after the current video's step: that video and
     those not started get status ``interrupted`` and no report is rendered. A full output folder stops the run the
@@ -107,7 +111,8 @@ def analyze_folder(paths: list[str], out_dir: str, config: dict | None = None, f
     except OSError as e:
         reason = str(OutputError.disk_full(out_dir)) if is_disk_full(e) else f"cannot write to {out_dir}: {e}"
         return [{"path": str(v), "video_id": Path(v).name, "status": "aborted", "error": reason} for v in videos]
-    futures = [analyze_video_task.submit(str(v), out_dir, cfg_json, force, progress) for v in videos]
+    futures = [analyze_video_task.submit(str(v), out_dir, cfg_json, force, progress, prestarted if i == 0 else None)
+               for i, v in enumerate(videos)]
     results, stopped_here = [], False
     try:
         for f in futures:
@@ -132,14 +137,15 @@ def analyze_folder(paths: list[str], out_dir: str, config: dict | None = None, f
 
 def run_analyze(paths: list[str], out_dir: str, cfg: PipelineConfig, force: bool = False,
                 dask_address: str | None = None, dask_workers: int = 0,
-                progress: Callable[[str, float], None] | None = None) -> list[dict]:
-    """Run :func:`analyze_folder` with the task runner chosen by the Dask options (library entry for the CLI)."""
+                progress: Callable[[str, float], None] | None = None, prestarted: Any = None) -> list[dict]:
+    """Run :func:`analyze_folder` with the task runner chosen by the Dask options (library entry for the CLI);
+    ``prestarted``: the first video's decode process started ahead, or ``None`` (the caller owns and closes it)."""
     runner = _task_runner(dask_address, dask_workers)
     if dask_address or dask_workers > 0:
-        progress = None  # callbacks cannot cross process boundaries
+        progress = prestarted = None  # callbacks and decode processes cannot cross process boundaries
     f = analyze_folder.with_options(task_runner=runner)
     return f(paths=[str(p) for p in paths], out_dir=str(out_dir), config=json.loads(cfg.model_dump_json()),
-             force=force, progress=progress)
+             force=force, progress=progress, prestarted=prestarted)
 
 
 def serve_folder(folder: str, out_dir: str, cfg: PipelineConfig, interval_s: float | None = None,

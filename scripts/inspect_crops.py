@@ -15,7 +15,7 @@ from PIL import Image
 
 from fer_pipeline.align import align_faces
 from fer_pipeline.classify import EmotionModel
-from fer_pipeline.config import DEFAULT_MODEL
+from fer_pipeline.config import DEFAULT_MODEL, DecodeConfig
 from fer_pipeline.decode import iter_batches
 from fer_pipeline.detect import build_detector
 
@@ -36,7 +36,7 @@ def main() -> None:
     em = EmotionModel(args.model)
     video = DATA / "videos" / "WolfgangLanger_Pexels.mp4"
     crops = []
-    for b in iter_batches(video, sample_fps=0.5, batch_size=16):
+    for b in iter_batches(video, DecodeConfig(sample_fps=0.5, backend="decord", snap_to_anchors=False)):
         for frame, ts in zip(b.frames, b.timestamp_s):
             faces = det.detect(frame)
             if len(faces):

@@ -106,3 +106,19 @@ def no_face_video(tmp_path_factory) -> Path:
     x = np.linspace(0, 255, 320, dtype=np.float32)
     frames = np.stack([np.stack([np.tile((x + 8 * i) % 256, (240, 1))] * 3, -1) for i in range(30)]).astype(np.uint8)
     return write_video(d / "no_face.mp4", frames, fps=10)
+
+
+def timeline_from_probs(rows, labels):
+    """The ``timeline`` table that :func:`fer_pipeline.aggregate.timeline` makes from one face sample per row.
+
+    ``rows``: ``(track_id, second, probs)`` with ``probs`` the sample's probabilities in ``labels`` order; the sample
+    is put at ``second + 0.5`` s, so the timeline row has exactly these probabilities (``n_samples`` 1).
+    """
+    import pandas as pd
+
+    from fer_pipeline.aggregate import prob_columns, timeline
+
+    pcols = prob_columns(labels)
+    faces = pd.DataFrame([{"track_id": int(t), "timestamp_s": s + 0.5, **dict(zip(pcols, map(float, p)))}
+                          for t, s, p in rows], columns=["track_id", "timestamp_s", *pcols])
+    return timeline(faces, labels)

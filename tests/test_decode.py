@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fractions
 import logging
 from pathlib import Path
 
@@ -10,8 +9,18 @@ import av
 import numpy as np
 import pytest
 
+from helpers import bad_input, marker_image, red_quadrant, settings, write_video
+
 from fer_pipeline import decode
-from fer_pipeline.decode import VideoError, apply_rotation, iter_batches, probe, select_sample_indices
+from fer_pipeline.config import DecodeConfig
+from fer_pipeline.decode import (
+    VideoError,
+    apply_rotation,
+    iter_batches,
+    iterate,
+    probe,
+    select_sample_indices,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 VIDEOS = SHARED / "videos"
@@ -27,49 +36,10 @@ pytestmark = pytest.mark.skipif(not WOLF.exists(), reason=f"shared data not foun
 # writers for synthetic inputs
 # ---------------------------------------------------------------------------------------------------------------------
 
-def write_video(path: Path, pts_ms: list[int], size: tuple[int, int] = (64, 48), rotation_ccw: int | None = None,
-                image_fn=None, options: dict | None = None, fps: int = 25, codec_options: dict | None = None) -> Path:
-    """Write an H.264 mp4 whose frames have the given pts (time base 1/1000 s); ``size`` is (width, height); ``fps``
-    is the nominal rate the stream declares; ``codec_options`` go to libx264 (e.g. ``{"g": "12"}``)."""
-    w, h = size
-    tb = fractions.Fraction(1, 1000)
-    with av.open(str(path), "w", options=options or {}) as c:
-        s = c.add_stream("libx264", rate=fps, options=codec_options or {})
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.codec_context.time_base = tb
-        if rotation_ccw is not None:
-            s.set_display_rotation(rotation_ccw)  # PyAV: counter-clockwise degrees, as VideoFrame.rotation reads
-        for i, p in enumerate(pts_ms):
-            img = image_fn(i) if image_fn else np.full((h, w, 3), (i * 20) % 256, np.uint8)
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            frame.pts, frame.time_base = p, tb
-            for pk in s.encode(frame):
-                c.mux(pk)
-        for pk in s.encode(None):
-            c.mux(pk)
-    return path
-
-
-def write_audio_only(path: Path) -> Path:
-    """One second of a 440 Hz sine as AAC in an .m4a container (no video stream)."""
-    sr = 16000
-    t = np.arange(sr) / sr
-    x = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=sr)
-        s.layout = "mono"
-        fr = av.AudioFrame.from_ndarray(x, format="flt", layout="mono")
-        fr.sample_rate, fr.pts = sr, 0
-        for pk in s.encode(fr):
-            c.mux(pk)
-        for pk in s.encode(None):
-            c.mux(pk)
-    return path
-
 
 def collect(path, **kw):
-    """Run iter_batches to the end; returns (batches, frame_index, timestamp_s)."""
-    batches = list(iter_batches(path, **kw))
+    """Run iter_batches to the end with ``settings(**kw)``; returns (batches, frame_index, timestamp_s)."""
+    batches = list(iter_batches(path, settings(**kw)))
     idx = np.concatenate([b.frame_index for b in batches]) if batches else np.zeros(0, np.int64)
     ts = np.concatenate([b.timestamp_s for b in batches]) if batches else np.zeros(0)
     return batches, idx, ts
@@ -125,8 +95,8 @@ def test_backends_agree_on_single_face():
     assert idx_d.tolist() == idx_p.tolist() == list(range(0, 72, 6))
     np.testing.assert_allclose(ts_d, ts_p, atol=1e-5)
     # same index -> same picture
-    fd = next(iter(iter_batches(SINGLE, 5.0, 4, "decord"))).frames
-    fp = next(iter(iter_batches(SINGLE, 5.0, 4, "pyav"))).frames
+    fd = next(iter(iter_batches(SINGLE, settings(sample_fps=5.0, batch_size=4, backend="decord")))).frames
+    fp = next(iter(iter_batches(SINGLE, settings(sample_fps=5.0, batch_size=4, backend="pyav")))).frames
     assert np.abs(fd.astype(int) - fp.astype(int)).mean() < 1.0
 
 
@@ -160,7 +130,7 @@ def test_backends_agree_on_vfr_mov():
 
 
 def test_early_stop_releases_cleanly():
-    gen = iter_batches(WOLF, sample_fps=5.0, batch_size=4, backend="pyav")
+    gen = iter_batches(WOLF, settings(sample_fps=5.0, batch_size=4, backend="pyav"))
     first = next(gen)
     gen.close()
     assert len(first) == 4 and first.frame_index.tolist() == [0, 5, 10, 15]
@@ -182,24 +152,10 @@ def test_apply_rotation_directions():
         apply_rotation(a, 45)
 
 
-def _marker_image(i: int) -> np.ndarray:
-    """64x48 (W x H) grey frame with a red 32x24 block in the stored top-left quadrant."""
-    img = np.full((48, 64, 3), 60, np.uint8)
-    img[:24, :32] = (230, 20, 20)
-    return img
-
-
-def _red_quadrant(frame: np.ndarray) -> str:
-    h, w = frame.shape[:2]
-    q = {"tl": frame[: h // 2, : w // 2], "tr": frame[: h // 2, w // 2:],
-         "bl": frame[h // 2:, : w // 2], "br": frame[h // 2:, w // 2:]}
-    return max(q, key=lambda k: q[k][..., 0].astype(float).mean() - q[k][..., 1].astype(float).mean())
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("ccw,cw,quadrant", [(-90, 90, "tr"), (90, 270, "bl"), (180, 180, "br"), (0, 0, "tl")])
 def test_rotation_is_applied(tmp_path, caplog, backend, ccw, cw, quadrant):
-    path = write_video(tmp_path / "rot.mp4", [0, 40, 80], size=(64, 48), rotation_ccw=ccw, image_fn=_marker_image)
+    path = write_video(tmp_path / "rot.mp4", [0, 40, 80], size=(64, 48), rotation_ccw=ccw, image_fn=marker_image)
     meta = probe(path)
     assert meta.rotation == cw
     expected_hw = (64, 48) if cw in (90, 270) else (48, 64)
@@ -213,7 +169,7 @@ def test_rotation_is_applied(tmp_path, caplog, backend, ccw, cw, quadrant):
     frames = batches[0].frames
     assert frames.shape == (3, *expected_hw, 3)
     assert frames.flags["C_CONTIGUOUS"]
-    assert _red_quadrant(frames[0]) == quadrant
+    assert red_quadrant(frames[0]) == quadrant
 
 
 PTS_MS = [0, 40, 90, 100, 250, 260, 400, 433, 600, 1000]
@@ -253,15 +209,18 @@ def test_select_sample_indices_matches_rule():
 @pytest.mark.parametrize("kw", [dict(batch_size=0), dict(batch_size=2.5), dict(backend="opencv"),
                                 dict(sample_fps=float("nan"))])
 def test_bad_arguments(kw):
-    with pytest.raises(ValueError) as ei:
-        next(iter_batches(SINGLE, **kw))
+    with pytest.raises(ValueError) as ei:  # DecodeConfig refuses them
+        next(iter_batches(SINGLE, settings(**kw)))
+    assert not isinstance(ei.value, VideoError)
+    with pytest.raises(ValueError) as ei:  # and so does the decoder, for settings that were not validated
+        next(iter_batches(SINGLE, DecodeConfig().model_copy(update=kw)))
     assert not isinstance(ei.value, VideoError)
 
 
 def test_decord_failure_falls_back_to_pyav(monkeypatch, caplog):
     def no_decord(p):
         return None
-    monkeypatch.setattr(decode, "_open_decord", no_decord)
+    monkeypatch.setattr(iterate, "open_decord", no_decord)
     with caplog.at_level(logging.WARNING, logger="fer_pipeline.decode"):
         _, idx, _ = collect(SINGLE, sample_fps=5.0, batch_size=16, backend="decord")
     assert idx.tolist() == list(range(0, 72, 6))
@@ -271,36 +230,6 @@ def test_decord_failure_falls_back_to_pyav(monkeypatch, caplog):
 # ---------------------------------------------------------------------------------------------------------------------
 # bad inputs
 # ---------------------------------------------------------------------------------------------------------------------
-
-def _bad_input(kind: str, d: Path) -> Path:
-    if kind == "missing":
-        return d / "does_not_exist.mp4"
-    if kind == "empty":
-        (d / "empty.mp4").write_bytes(b"")
-        return d / "empty.mp4"
-    if kind == "text":
-        (d / "notes.mp4").write_text("this is not a video\n" * 50)
-        return d / "notes.mp4"
-    if kind == "truncated":
-        data = SINGLE.read_bytes()
-        (d / "trunc.mp4").write_bytes(data[: int(len(data) * 0.3)])
-        return d / "trunc.mp4"
-    if kind == "truncated_faststart":
-        # index at the front, so the file opens and the stream ends early: must not pass as a short video
-        src = write_video(d / "fs.mp4", [40 * i for i in range(75)], size=(160, 120), options={"movflags": "faststart"},
-                          image_fn=lambda i: np.random.default_rng(i).integers(0, 255, (120, 160, 3), dtype=np.uint8))
-        data = src.read_bytes()
-        (d / "fs_trunc.mp4").write_bytes(data[: len(data) // 2])
-        return d / "fs_trunc.mp4"
-    if kind == "audio":
-        return write_audio_only(d / "sine.m4a")
-    if kind == "directory":
-        (d / "adir.mp4").mkdir()
-        return d / "adir.mp4"
-    if kind == "text_txt":
-        (d / "readme.txt").write_text("hello\n" * 100)  # FFmpeg's 'tty' demuxer would render this as ANSI "video"
-        return d / "readme.txt"
-    raise AssertionError(kind)
 
 
 BAD = [("missing", "file not found"), ("empty", "empty file (0 bytes)"), ("text", "not a video file"),
@@ -313,9 +242,9 @@ BAD = [("missing", "file not found"), ("empty", "empty file (0 bytes)"), ("text"
 @pytest.mark.parametrize("kind,phrase", BAD, ids=[k for k, _ in BAD])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_inputs_raise_video_error(tmp_path, kind, phrase, backend):
-    path = _bad_input(kind, tmp_path)
+    path = bad_input(kind, tmp_path)
     with pytest.raises(VideoError) as ei:
-        for _ in iter_batches(path, sample_fps=5.0, batch_size=8, backend=backend):
+        for _ in iter_batches(path, settings(sample_fps=5.0, batch_size=8, backend=backend)):
             pass
     msg = str(ei.value)
     assert msg.startswith(phrase), msg
@@ -329,7 +258,7 @@ def test_bad_inputs_raise_video_error(tmp_path, kind, phrase, backend):
 @pytest.mark.parametrize("kind,phrase", [b for b in BAD if b[0] != "truncated_faststart"],
                          ids=[k for k, _ in BAD if k != "truncated_faststart"])
 def test_bad_inputs_fail_at_probe(tmp_path, kind, phrase):
-    path = _bad_input(kind, tmp_path)
+    path = bad_input(kind, tmp_path)
     with pytest.raises(VideoError, match=r"^" + phrase.replace("(", r"\(").replace(")", r"\)")):
         probe(path)
 
@@ -353,7 +282,7 @@ def test_batch_buffers_reuse_only_arrays_nothing_references():
 @pytest.mark.parametrize("path", [WOLF, SINGLE], ids=["chunked", "sequential"])
 def test_kept_batches_are_never_overwritten(path):
     """A consumer that keeps every batch gets distinct arrays (the decoders pool only released batches)."""
-    kept = list(iter_batches(path, sample_fps=5.0, batch_size=1, backend="pyav"))
+    kept = list(iter_batches(path, settings(sample_fps=5.0, batch_size=1, backend="pyav")))
     assert len(kept) > 6 and len({id(b.frames) for b in kept}) == len(kept)
-    again = [b.frames.copy() for b in iter_batches(path, sample_fps=5.0, batch_size=1, backend="pyav")]
+    again = [b.frames.copy() for b in iter_batches(path, settings(sample_fps=5.0, batch_size=1, backend="pyav"))]
     assert all(np.array_equal(a.frames, b) for a, b in zip(kept, again))

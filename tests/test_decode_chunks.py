@@ -1,4 +1,4 @@
-"""Chunked parallel decoding (``iter_batches(..., threads=0)``, the default; ``fer_pipeline.decode_chunks``): exactly
+"""Chunked parallel decoding (``threads=0``, the default; ``fer_pipeline.decode.chunk_plan`` and ``.chunks``): exactly
 the frames, indices, timestamps and pixels of a sequential decode, on real clips and on generated streams with short
 GOPs, constant and variable frame rate; sequential fallback where a stream cannot be split; clean early stop."""
 from __future__ import annotations
@@ -6,13 +6,19 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
-from test_decode import write_video
-from test_decode_skip import picture_index, write_gray_ramp
+from helpers import picture_index, settings, write_gray_ramp, write_video
 
-from fer_pipeline import decode_chunks
-from fer_pipeline.decode import iter_batches, select_sample_indices
+from fer_pipeline.config import DecodeConfig
+from fer_pipeline.decode import (
+    chunks,
+    iter_batches,
+    iterate,
+    sampling,
+    select_sample_indices,
+)
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 CLIPS = sorted(VIDEOS.glob("*.mp4")) + sorted(VIDEOS.glob("*.mov"))
@@ -21,7 +27,7 @@ pytestmark = pytest.mark.skipif(not CLIPS, reason=f"shared videos not found at {
 
 
 def collect(path, **kw):
-    batches = list(iter_batches(path, batch_size=kw.pop("batch_size", 16), backend="pyav", **kw))
+    batches = list(iter_batches(path, settings(batch_size=kw.pop("batch_size", 16), backend="pyav", **kw)))
     assert all(len(b) for b in batches)
     return (np.concatenate([b.frame_index for b in batches]), np.concatenate([b.timestamp_s for b in batches]),
             np.concatenate([b.frames for b in batches]))
@@ -32,14 +38,14 @@ def chunked(monkeypatch):
     """Records the plans iter_batches used (None = it fell back to the sequential decoder); chunks of >= 0.3 s
     instead of 1 s, so the short generated clips split into several."""
     plans = []
-    orig = decode_chunks.plan_chunks
+    orig = iterate.plan_chunks
 
     def recording(*a, **k):
         plan = orig(*a, **{"min_chunk_s": 0.3, **k})
         plans.append(plan)
         return plan
 
-    monkeypatch.setattr(decode_chunks, "plan_chunks", recording)
+    monkeypatch.setattr(iterate, "plan_chunks", recording)
     return plans
 
 
@@ -114,7 +120,8 @@ def test_open_gop_falls_back_to_sequential(tmp_path, chunked):
 def test_early_stop_ends_worker_threads(tmp_path, sample_fps, snap):
     path = short_gop(tmp_path / "long.mp4", [round(1000 * i / 30) for i in range(60)], gop=6)
     before = {t.name for t in threading.enumerate()}
-    gen = iter_batches(path, sample_fps=sample_fps, batch_size=1, backend="pyav", threads=2, snap_to_anchors=snap)
+    gen = iter_batches(path, settings(sample_fps=sample_fps, batch_size=1, backend="pyav", threads=2,
+                                      snap_to_anchors=snap))
     next(gen)
     gen.close()  # the consumer stops after one batch: the workers must not hang on their full queues
     alive = [t for t in threading.enumerate() if t.name.startswith("decode-") and t.name not in before]
@@ -124,8 +131,10 @@ def test_early_stop_ends_worker_threads(tmp_path, sample_fps, snap):
 
 
 def test_bad_threads_value():
-    with pytest.raises(ValueError, match="threads"):
-        next(iter_batches(CLIPS[0], threads=-1, backend="pyav"))
+    with pytest.raises(ValueError, match="threads"):  # DecodeConfig refuses it
+        next(iter_batches(CLIPS[0], settings(threads=-1, backend="pyav")))
+    with pytest.raises(ValueError, match="threads"):  # and so does the decoder, for settings that were not validated
+        next(iter_batches(CLIPS[0], DecodeConfig(backend="pyav").model_copy(update={"threads": -1})))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -137,13 +146,42 @@ def anchor_checks(monkeypatch):
     """Records every ``_AnchorCheck`` the chunk decoder made (its ``skip`` is the verdict)."""
     made = []
 
-    class Recording(decode_chunks._AnchorCheck):
+    class Recording(chunks._AnchorCheck):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             made.append(self)
 
-    monkeypatch.setattr(decode_chunks, "_AnchorCheck", Recording)
+    monkeypatch.setattr(chunks, "_AnchorCheck", Recording)
     return made
+
+
+def skipping_b_frames_changes_anchors(path: Path) -> bool:
+    """Whether decoding ``path`` with its reordered frames (B-frames) skipped changes any anchor frame (I/P: a frame
+    shown after every frame decoded before it) of the exact decode, i.e. whether its encoder predicts anchors from
+    B-frames: what the file is, found with PyAV alone on the whole stream, independently of the chunk decoder's
+    check (which compares the first anchors of the first chunk)."""
+    def anchors(skip: bool) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        anchor_pts: set[int] = set()
+        latest = None
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0]
+            stream.thread_type = "NONE"
+            for packet in c.demux(stream):
+                if packet.size and packet.pts is not None:
+                    reordered = latest is not None and packet.pts < latest
+                    latest = packet.pts if latest is None else max(latest, packet.pts)
+                    if not reordered:
+                        anchor_pts.add(packet.pts)
+                    stream.codec_context.skip_frame = "BIDIR" if skip and reordered else "DEFAULT"
+                for frame in packet.decode():
+                    if frame.pts in anchor_pts:
+                        out[frame.pts] = frame.to_ndarray(format="gray").tobytes()
+        return out
+
+    exact = anchors(skip=False)
+    assert exact
+    return anchors(skip=True) != exact
 
 
 @pytest.mark.parametrize("path", CLIPS, ids=lambda p: p.name)
@@ -165,10 +203,10 @@ def test_snap_to_anchors_real_clips(path, chunked, anchor_checks):
         return
     assert not any(set(c.snapped) & plan.reordered for c in plan.chunks)  # no snapped sample on a B-frame
     assert len(anchor_checks) == 1 and anchor_checks[0].n_compared > 0
-    # The iPhone HEVC clips pass the check: B-frames skipped, samples moved to anchors. The Pexels x264 clip predicts
-    # P-frames from B-frames (B-pyramid with several references): the check sees it, and the file is decoded exactly
-    # with the exact rule's samples.
-    assert anchor_checks[0].skip == (path.suffix == ".mov")
+    # A file whose anchors do not depend on B-frames (the iPhone HEVC clips) passes the check: B-frames skipped,
+    # samples moved to anchors. One whose encoder predicts P-frames from B-frames (the Pexels x264 clip: B-pyramid
+    # with several references) fails it, and is decoded exactly with the exact rule's samples.
+    assert anchor_checks[0].skip == (not skipping_b_frames_changes_anchors(path))
     if anchor_checks[0].skip:
         assert (idx != idx_x).any()
     else:
@@ -178,9 +216,9 @@ def test_snap_to_anchors_real_clips(path, chunked, anchor_checks):
 def test_snap_falls_back_to_exact_decoding_when_the_check_fails(monkeypatch, chunked, anchor_checks, caplog):
     clip = VIDEOS / "face_noface.mov"  # passes the check (test above) unless the digests differ
     counter = iter(range(10**6))
-    monkeypatch.setattr(decode_chunks, "_digest", lambda frame: next(counter).to_bytes(8, "little"))  # never equal
+    monkeypatch.setattr(chunks, "_digest", lambda frame: next(counter).to_bytes(8, "little"))  # never equal
     idx_all, _, fr_all = collect(clip, sample_fps=None, threads=1, skip_nonref=False, batch_size=64)
-    with caplog.at_level("INFO", logger="fer_pipeline.decode_chunks"):
+    with caplog.at_level("INFO", logger="fer_pipeline.decode.chunks"):
         idx, _, fr = collect(clip, sample_fps=5.0, threads=2, snap_to_anchors=True)
     assert len(anchor_checks) == 1 and not anchor_checks[0].skip
     assert "decoding reordered frames too" in caplog.text
@@ -206,11 +244,11 @@ def test_snap_to_anchors_rule():
     anchor = np.zeros(30, bool)
     anchor[[0, 5, 9, 12, 17, 21, 24, 28]] = True
     # exact frames that are anchors stay; others take the nearest anchor within [tick - 0.1 s, tick + 0.1 s)
-    assert decode_chunks.snap_to_anchors(stamps, anchor, kept, ticks, 5.0).tolist() == [0, 5, 12, 17, 24]
+    assert sampling.snap_to_anchors(stamps, anchor, kept, ticks, 5.0).tolist() == [0, 5, 12, 17, 24]
     near = np.zeros(30, bool)
     near[[0, 7, 12, 19, 25]] = True
-    assert decode_chunks.snap_to_anchors(stamps, near, kept, ticks, 5.0).tolist() == [0, 7, 12, 19, 25]
+    assert sampling.snap_to_anchors(stamps, near, kept, ticks, 5.0).tolist() == [0, 7, 12, 19, 25]
     # a tick with no anchor within half a sampling interval: no snapping at all
     sparse = np.zeros(30, bool)
     sparse[[0, 29]] = True
-    assert decode_chunks.snap_to_anchors(stamps, sparse, kept, ticks, 5.0) is None
+    assert sampling.snap_to_anchors(stamps, sparse, kept, ticks, 5.0) is None

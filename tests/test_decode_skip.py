@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_decode import write_video
+from helpers import picture_index, settings, write_gray_ramp
 
-from fer_pipeline import decode
-from fer_pipeline.decode import iter_batches
+from fer_pipeline.decode import iter_batches, pyav, sampling
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 CLIPS = sorted(VIDEOS.glob("*.mp4")) + sorted(VIDEOS.glob("*.mov"))
@@ -19,35 +18,24 @@ pytestmark = pytest.mark.skipif(not CLIPS, reason=f"shared videos not found at {
 
 
 def collect(path, **kw):
-    batches = list(iter_batches(path, batch_size=16, backend="pyav", threads=kw.pop("threads", 1), **kw))
+    batches = list(iter_batches(path, settings(batch_size=16, backend="pyav", threads=kw.pop("threads", 1), **kw)))
     return (np.concatenate([b.frame_index for b in batches]), np.concatenate([b.timestamp_s for b in batches]),
             np.concatenate([b.frames for b in batches]))
 
 
 @pytest.fixture
 def decoded_count(monkeypatch):
-    """Counts the frames the decoder actually produced (decode._decode's output)."""
+    """Counts the frames the decoder actually produced (the output of fer_pipeline.decode.pyav._decode)."""
     count = {"n": 0}
-    orig = decode._decode
+    orig = pyav._decode
 
     def counting(*a, **k):
         for f in orig(*a, **k):
             count["n"] += 1
             yield f
 
-    monkeypatch.setattr(decode, "_decode", counting)
+    monkeypatch.setattr(pyav, "_decode", counting)
     return count
-
-
-def write_gray_ramp(path: Path, pts_ms: list[int], fps: int = 30) -> Path:
-    """H.264 (libx264 defaults: B-frames, some non-reference) 64x48 frames; frame i is uniform gray ``4 * i``, so a
-    decoded picture tells its own index. Frames have the given pts (time base 1/1000 s)."""
-    return write_video(path, pts_ms, image_fn=lambda i: np.full((48, 64, 3), 4 * i, np.uint8), fps=fps)
-
-
-def picture_index(frames: np.ndarray) -> np.ndarray:
-    """Index encoded in each gray-ramp picture."""
-    return np.round(frames.reshape(len(frames), -1).mean(1) / 4).astype(int)
 
 
 @pytest.mark.parametrize("path", CLIPS, ids=lambda p: p.name)
@@ -107,7 +95,7 @@ def test_every_frame_and_fast_sampling_decode_everything(tmp_path, decoded_count
 
 
 def test_pts_index_ranks_packets():
-    ix = decode._PtsIndex()
+    ix = sampling.PtsIndex()
     for p in (0, 3, 1, 2, 6, 4, 5):  # decode order of I P B B P B B
         ix.add(p)
     assert [ix.index_of(p) for p in (0, 3, 6)] == [0, 3, 6]  # only reference frames decoded

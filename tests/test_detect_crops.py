@@ -7,6 +7,7 @@ import pytest
 from conftest import IMAGES, VIDEOS
 from PIL import Image
 
+from fer_pipeline.config import DecodeConfig
 from fer_pipeline.decode import iter_batches
 from fer_pipeline.detect import build_detector
 from fer_pipeline.detect.adaptive import AdaptiveInput
@@ -79,7 +80,7 @@ def test_lost_face_is_missing_not_invented(detector, group):
 
 
 def test_adaptive_with_crops_on_a_real_clip(detector):
-    batch = next(iter_batches(VIDEOS / "WolfgangLanger_Pexels.mp4", sample_fps=5, batch_size=16, backend="pyav"))
+    batch = next(iter_batches(VIDEOS / "WolfgangLanger_Pexels.mp4", DecodeConfig(snap_to_anchors=False)))
     ada = AdaptiveInput(detector, target_face_px=64, min_side=256, crops=True, full_every=8)
     out = ada.detect_batch(batch.frames)
     assert ada.n_crop_frames == 14  # frames 1..15 but 8 (a full pass)

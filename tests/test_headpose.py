@@ -108,10 +108,11 @@ def test_group_photo_turned_away_face_is_not_attentive(detector):
 
 def test_webcam_clip_viewer_is_attentive(detector):
     """single_face.mp4: a viewer looking into the webcam the whole time."""
+    from fer_pipeline.config import DecodeConfig
     from fer_pipeline.decode import iter_batches
 
     poses = []
-    for batch in iter_batches(VIDEOS / "single_face.mp4", 5.0, 16, "pyav"):
+    for batch in iter_batches(VIDEOS / "single_face.mp4", DecodeConfig(snap_to_anchors=False)):
         for faces in detector.detect_batch(batch.frames):
             poses.append(head_pose(faces.landmarks))
     pose = np.concatenate(poses)

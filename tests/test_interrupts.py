@@ -81,7 +81,7 @@ def _started_analysing(run: Run) -> list[psutil.Process]:
     time.sleep(1.0)
     kids = run.descendants()
     names = " ".join(" ".join(p.cmdline()) for p in kids)
-    assert "decode_process" in names and "uvicorn" in names, names
+    assert "fer_pipeline.decode.child" in names and "uvicorn" in names, names
     return kids
 
 

@@ -15,9 +15,9 @@ import pytest
 
 from conftest import REPO, VIDEOS, write_video
 from fer_pipeline import interrupt
-from fer_pipeline.config import PipelineConfig
-from fer_pipeline.decode import VideoError, probe
-from fer_pipeline.decode_process import iter_batches_in_process
+from fer_pipeline.config import DecodeConfig, PipelineConfig
+from fer_pipeline.decode import VideoError, iter_batches_in_process, probe
+from fer_pipeline.decode.process import CHILD_MODULE
 from fer_pipeline.errors import DamagedOutputError
 from fer_pipeline.pipeline import Models, StageTimes, _prefetch, analyze_video, list_videos
 from fer_pipeline.report import ReportError, render_all
@@ -74,11 +74,12 @@ def test_rotated_phone_clip_finishes_upright_with_its_faces(phone_clips, cfg, mo
 
 
 def _decode_children() -> list[psutil.Process]:
-    return [p for p in psutil.Process().children() if "decode_process" in " ".join(p.cmdline())]
+    return [p for p in psutil.Process().children() if CHILD_MODULE in " ".join(p.cmdline())]
 
 
 def test_a_stalled_decode_process_is_a_video_error_and_is_ended():
-    it = iter_batches_in_process(VIDEOS / "WolfgangLanger_Pexels.mp4", 5.0, 8, "pyav", stall_timeout_s=2.0)
+    it = iter_batches_in_process(VIDEOS / "WolfgangLanger_Pexels.mp4",
+                                 DecodeConfig(batch_size=8, snap_to_anchors=False, stall_timeout_s=2.0))
     next(it)
     (child,) = _decode_children()
     child.suspend()  # SIGSTOP: a decoder that hangs without dying

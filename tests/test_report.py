@@ -1,4 +1,5 @@
-"""Report stage: headline figures on hand-checkable tables, and rendering a run from Hive-partitioned Parquet."""
+"""Report stage: headline figures and key moments on hand-checkable tables, and rendering a run from
+Hive-partitioned Parquet. The tables are made by the real aggregation (:mod:`fer_pipeline.aggregate`)."""
 
 from __future__ import annotations
 
@@ -9,26 +10,31 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import VIDEOS, timeline_from_probs
 
-from fer_pipeline import report
-from fer_pipeline.report import (
-    emotion_labels,
+from fer_pipeline import aggregate
+from fer_pipeline.metrics import (
     emotion_mix,
     headline_figures,
-    json_for_script,
+    key_moments,
     low_confidence_mask,
     opening_hook,
     peak_end,
     peak_trough,
+    smiled_share,
+)
+from fer_pipeline.report import (
+    ensure_plotly_js,
+    json_for_script,
     render_all,
     render_index,
     render_video_report,
-    smiled_share,
 )
 
 LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 P = [f"p_{x}" for x in LABELS]
 EVIL = "<img src=x onerror=alert(1)>.mp4"
+DURATION_S = 12.0
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -39,12 +45,13 @@ EVIL = "<img src=x onerror=alert(1)>.mp4"
 def _timeline(video_id: str, seed: int = 0) -> pd.DataFrame:
     """3 tracks: #1 seconds 0-11, #2 seconds 0-10 (never happy), #3 seconds 0-3 (happy in second 1).
 
-    Probabilities are Dirichlet draws from a fixed seed (each row sums to 1). Track #2's p_happy is swapped with its
-    smallest probability so 'happy' is never its dominant emotion; track #1's p_happy is swapped with its largest in
-    second 5 and track #3's in second 1, so exactly 2 of 3 viewers smiled at least once.
+    Probabilities are Dirichlet draws from a fixed seed (each row sums to 1), one face sample per track and second,
+    aggregated by :func:`fer_pipeline.aggregate.timeline`. Track #2's p_happy is swapped with its smallest
+    probability so 'happy' is never its dominant emotion; track #1's p_happy is swapped with its largest in second 5
+    and track #3's in second 1, so exactly 2 of 3 viewers smiled at least once.
     """
     rng = np.random.default_rng(seed)
-    spans = {1: range(0, 12), 2: range(0, 11), 3: range(0, 4)}
+    spans = {1: range(12), 2: range(11), 3: range(4)}
     rows = []
     h = LABELS.index("happy")
     for track, seconds in spans.items():
@@ -56,26 +63,17 @@ def _timeline(video_id: str, seed: int = 0) -> pd.DataFrame:
             if (track, s) in {(1, 5), (3, 1)}:
                 k = int(p.argmax())
                 p[h], p[k] = p[k], p[h]
-            rows.append({"video_id": video_id, "track_id": track, "second": s, "n_samples": 5,
-                         **{c: float(v) for c, v in zip(P, p)}})
-    tl = pd.DataFrame(rows)
-    tl["emotion"] = np.array(LABELS)[tl[P].to_numpy().argmax(axis=1)]
-    tl["valence"] = tl["p_happy"] - tl[["p_angry", "p_disgust", "p_fear", "p_sad"]].sum(axis=1)
-    tl["expressiveness"] = 1.0 - tl["p_neutral"]
+            rows.append((track, s, p))
+    tl = timeline_from_probs(rows, LABELS)
+    tl.insert(0, "video_id", video_id)
     return tl
 
 
 def _audience(tl: pd.DataFrame) -> pd.DataFrame:
-    """The per-second audience table as the aggregate stage defines it (computed independently of report.py)."""
-    rows = []
-    for (vid, s), g in tl.groupby(["video_id", "second"]):
-        row = {"video_id": vid, "second": s, "viewers": g["track_id"].nunique()}
-        row.update({c: g[c].mean() for c in P})
-        row.update({f"share_{x}": float((g["emotion"] == x).mean()) for x in LABELS})
-        row["valence"] = g["valence"].mean()
-        row["expressiveness"] = g["expressiveness"].mean()
-        rows.append(row)
-    return pd.DataFrame(rows)
+    """:func:`fer_pipeline.aggregate.audience` of each video of ``tl`` (all ``DURATION_S`` long), with its
+    ``video_id``."""
+    return pd.concat([aggregate.audience(g, LABELS, DURATION_S).assign(video_id=vid)
+                      for vid, g in tl.groupby("video_id", sort=True)], ignore_index=True)
 
 
 def _video_row(video_id: str, path: str, status: str = "ok", error: str | None = None, duration: float = 12.0,
@@ -116,13 +114,28 @@ def run_dir(tmp_path: Path) -> Path:
 
 def test_labels_come_from_p_columns():
     cols = ["video_id", "second", "p_neutral", "p_happy", "p_contempt", "share_happy", "valence", "p_"]
-    assert emotion_labels(cols) == ["neutral", "happy", "contempt"]
+    assert aggregate.emotion_labels(cols) == ["neutral", "happy", "contempt"]
+
+
+def test_derived_columns_and_rebuilt_audience_are_the_aggregate_stage_s():
+    """Tables lacking valence/expressiveness/emotion, or the audience, get them from aggregate's own functions."""
+    tl = _timeline("v")
+    bare = tl.drop(columns=["valence", "expressiveness", "emotion"])
+    filled = aggregate.with_derived_columns(bare)
+    as_object = {"emotion": object}  # timeline's may be pandas' str dtype; filled in, it is object (None allowed)
+    pd.testing.assert_frame_equal(filled[tl.columns].astype(as_object), tl.astype(as_object), check_exact=True)
+    assert aggregate.with_derived_columns(tl) is tl  # nothing missing: the same frame
+    rebuilt = aggregate.audience_from_timeline(bare, DURATION_S + 2)
+    pd.testing.assert_frame_equal(rebuilt, aggregate.audience(tl, LABELS, DURATION_S + 2), check_exact=True)
+    assert rebuilt["viewers"].tolist()[-3:] == [1, 0, 0]  # the video's last seconds without viewers are rows too
+    emo = aggregate.dominant_emotion(np.array([[0.1, 0.7, 0.2], [np.nan, 0.2, 0.2], [np.nan] * 3]), ["a", "b", "c"])
+    assert emo.tolist() == ["b", "b", None]  # first label wins ties; NaN ignored
 
 
 def test_headline_figures_on_constructed_tables():
     tl = _timeline("v")
     au = _audience(tl)
-    h = headline_figures(tl, au, duration_s=12.0)
+    h = headline_figures(tl, au, duration_s=DURATION_S)
     assert h["labels"] == LABELS
     assert h["viewers"] == 3
     assert h["peak_viewers"] == 3
@@ -146,13 +159,13 @@ def test_headline_figures_on_constructed_tables():
 
 def test_headline_figures_rebuild_audience_when_missing():
     tl = _timeline("v")
-    h = headline_figures(tl, pd.DataFrame())
-    ref = headline_figures(tl, _audience(tl))
+    h = headline_figures(tl, pd.DataFrame(), duration_s=DURATION_S)
+    ref = headline_figures(tl, _audience(tl), duration_s=DURATION_S)
     assert h["viewers"] == 3
-    assert h["mean_valence"] == pytest.approx(ref["mean_valence"])
-    for x in LABELS:
-        assert h["emotion_mix"][x] == pytest.approx(ref["emotion_mix"][x])
-    assert h["peak"] == ref["peak"]
+    for x in LABELS:  # from the rebuilt audience: the mean over viewer-seconds
+        assert h["emotion_mix"][x] == pytest.approx(tl[f"p_{x}"].mean())
+    for key in ("peak", "trough", "peak_end", "hook", "low_confidence_seconds", "seconds_with_viewers"):
+        assert h[key] == ref[key], key
 
 
 def test_headline_figures_empty():
@@ -189,6 +202,77 @@ def test_peak_trough_skips_low_confidence_seconds():
     assert pt["trough"] == {"second": 4, "value": -0.80, "viewers": 2}
 
 
+def test_key_moments_on_hand_checkable_audience():
+    au = _hand_audience()
+    km = key_moments(au, k=1)
+    # headline moments skip the low-confidence second 2 (1 of 4 viewers); ties go to the earliest second
+    assert km["peak"] == {"second": 1, "value": 0.30, "viewers": 4}
+    assert km["trough"] == {"second": 4, "value": -0.80, "viewers": 2}
+    assert km["label_peak"] == {"label": "happy", "second": 1, "value": 0.4, "viewers": 4}
+    # frames: second 0, the highest (2, low-confidence or not) and lowest (4) valence, and the headline moments
+    assert km["seconds"] == [0, 1, 2, 4]
+    assert key_moments(au)["seconds"] == [0, 1, 2, 3, 4, 5]  # k = 3: top 2, 1, 5 and bottom 4, 3, 0
+    assert key_moments(au, k=0)["seconds"] == [0, 1, 4]
+    h = headline_figures(pd.DataFrame(), au)
+    assert (h["peak"], h["trough"]) == (km["peak"], km["trough"])
+    assert (h["peak_end"]["peak_second"], h["peak_end"]["peak"]) == (1, 0.4)
+
+
+def test_key_moments_keep_a_smile_peak_outside_the_valence_extremes():
+    # p_happy peaks in second 2, whose valence is neither among the 1 highest nor the 1 lowest
+    au = pd.DataFrame({"second": [0, 1, 2, 3, 4], "viewers": [2, 2, 2, 2, 0],
+                       "valence": [0.0, 0.6, 0.2, -0.5, np.nan], "p_happy": [0.1, 0.3, 0.5, 0.0, np.nan]})
+    km = key_moments(au, k=1)
+    assert km["label_peak"]["second"] == 2 and km["seconds"] == [0, 1, 2, 3]
+    assert km["peak"]["second"] == 1 and km["trough"]["second"] == 3
+
+
+def test_key_moments_without_viewers_or_columns():
+    assert key_moments(pd.DataFrame()) == {"peak": None, "trough": None, "label_peak": None, "seconds": [0]}
+    empty = aggregate.audience(aggregate.timeline(pd.DataFrame(columns=["track_id", "timestamp_s", *P]), LABELS),
+                               LABELS, 5.0)
+    assert key_moments(empty) == {"peak": None, "trough": None, "label_peak": None, "seconds": [0]}
+    no_happy = _hand_audience().drop(columns=["p_happy"])
+    assert key_moments(no_happy)["label_peak"] is None and key_moments(no_happy)["peak"]["second"] == 1
+
+
+def test_pipeline_thumbnails_follow_key_moments():
+    from fer_pipeline.pipeline import moment_seconds
+
+    au = _audience(_timeline("v", seed=4))
+    for k in (0, 1, 3):
+        assert moment_seconds(au, k) == key_moments(au, k)["seconds"]
+    assert moment_seconds(_hand_audience()) == key_moments(_hand_audience())["seconds"]
+
+
+@pytest.mark.slow
+def test_every_key_moment_of_a_real_clip_has_its_thumbnail(tmp_path: Path):
+    """A real clip analysed by the pipeline: each key moment the report shows has its saved frame, and the frames
+    the pipeline saved are exactly the key moments' seconds."""
+    from fer_pipeline.config import PipelineConfig
+    from fer_pipeline.pipeline import Models, analyze_video
+    from fer_pipeline.store import read_parts
+
+    cfg = PipelineConfig.load(None, {"output.reports": False})
+    res = analyze_video(VIDEOS / "WolfgangLanger_Pexels.mp4", tmp_path, cfg, Models.load(cfg))
+    assert res["status"] == "ok", res
+    vid = res["video_id"]
+    render_all(tmp_path)
+    reports = tmp_path / "reports"
+    html = (reports / f"{vid}.html").read_text(encoding="utf-8")
+    cards = re.findall(r'<div class="moment">(.*?)<div class="body">', html, re.DOTALL)
+    assert len(cards) == 3  # highest and lowest valence, peak happy
+    for card in cards:
+        src = re.search(r'<img src="([^"]+)"', card)
+        assert src is not None, card
+        assert (reports / src.group(1)).is_file(), src.group(1)
+    km = key_moments(read_parts(tmp_path / "audience", vid))
+    saved = sorted(int(f.stem.partition("-")[2]) for f in (reports / "thumbs" / vid).glob("second-*.jpg"))
+    assert saved == km["seconds"]
+    shown = re.findall(r'src="thumbs/[^"/]+/second-(\d+)\.jpg"', html)
+    assert sorted(set(map(int, shown))) == km["seconds"]  # the cards and the gallery show every saved frame
+
+
 def test_opening_hook_and_peak_end():
     au = _hand_audience()
     hook = opening_hook(au, seconds=3)
@@ -220,7 +304,7 @@ def test_json_for_script_cannot_close_the_script():
 
 
 def _external_refs(html: str) -> list[str]:
-    return re.findall(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, flags=re.I)
+    return re.findall(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", html, flags=re.IGNORECASE)
 
 
 def test_render_all(run_dir: Path):
@@ -252,7 +336,7 @@ def test_render_all(run_dir: Path):
         assert f'id="{chart}"' in html
     assert "71.2%" in html and "emotion-vgg-fer2013" in html  # model card summary
 
-    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.DOTALL)
                       .group(1))
     assert data["labels"] == LABELS and data["seconds"] == list(range(12))
     assert data["viewers"] == [3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 1]
@@ -318,22 +402,25 @@ def test_render_index_directly(tmp_path: Path):
 
 
 def test_plotly_js_written_once(tmp_path: Path):
-    first = report.ensure_plotly_js(tmp_path)
+    first = ensure_plotly_js(tmp_path)
     mtime = first.stat().st_mtime_ns
-    assert report.ensure_plotly_js(tmp_path).stat().st_mtime_ns == mtime
+    assert ensure_plotly_js(tmp_path).stat().st_mtime_ns == mtime
 
 
-def test_read_dataset_keeps_video_ids_as_strings(tmp_path: Path):
+def test_reader_keeps_video_ids_as_strings(tmp_path: Path):
+    """The report reads its tables with fer_pipeline.store.read_parts: ids like "0001" stay strings."""
     import pyarrow as pa
     import pyarrow.dataset as ds
+
+    from fer_pipeline.store import read_parts
 
     df = pd.DataFrame({"video_id": ["0001", "0001", "a b"], "second": [0, 1, 0], "viewers": [1, 2, 3]})
     ds.write_dataset(pa.Table.from_pandas(df, preserve_index=False), tmp_path / "audience", format="parquet",
                      partitioning=["video_id"], partitioning_flavor="hive")
-    one = report._read_dataset(tmp_path / "audience", "0001")
+    one = read_parts(tmp_path / "audience", "0001")
     assert one["video_id"].tolist() == ["0001", "0001"] and sorted(one["second"]) == [0, 1]
-    assert report._read_dataset(tmp_path / "audience", "missing").empty
-    assert report._read_dataset(tmp_path / "nothing-here").empty
+    assert read_parts(tmp_path / "audience", "missing").empty
+    assert read_parts(tmp_path / "nothing-here").empty
 
 
 def test_attention_headline_index_and_viewer_rows(tmp_path: Path):
@@ -341,8 +428,7 @@ def test_attention_headline_index_and_viewer_rows(tmp_path: Path):
     rng = np.random.default_rng(5)
     tl["attention"] = rng.choice([0.0, 0.2, 1.0], len(tl))
     au = _audience(tl)
-    au["attention"] = tl.groupby("second")["attention"].mean().to_numpy()
-    h = headline_figures(tl, au, duration_s=12.0)
+    h = headline_figures(tl, au, duration_s=DURATION_S)
     assert h["mean_attention"] == pytest.approx(tl["attention"].mean())
     assert h["hook"]["attention"] == pytest.approx(tl.loc[tl.second < 8, "attention"].mean())
     # rebuilt from the timeline alone, and absent for tables written before head pose existed

@@ -47,7 +47,9 @@ def test_tiny_training_run_resumes_and_exports(tmp_path):
     cfg = TrainConfig.from_yaml("configs/train/fer2013_vgg.yaml", over)
     m = train(cfg)
     assert (tmp_path / "run" / "last.ckpt").is_file() and (tmp_path / "run" / "metrics.json").is_file()
-    assert 0 <= m["test"]["accuracy"] <= 1 and m["test"]["n"] == 3589
+    cm = np.asarray(m["test"]["confusion"])
+    assert m["test"]["n"] == 3589 == cm.sum()  # every PrivateTest image scored, once
+    assert m["test"]["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
     # the same command again resumes from last.ckpt: the finished epoch is not trained again
     steps_before = _logged_steps(tmp_path / "run")
     train(cfg)

