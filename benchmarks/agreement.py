@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from fer_pipeline.config import PipelineConfig
-    from fer_pipeline.pipeline import Models, analyze_video
+    from fer_pipeline.models import Models
+    from fer_pipeline.pipeline import analyze_video
     from fer_pipeline.store import read_table
 
     cfgs = {k: PipelineConfig.load(overrides=_overrides(v)) for k, v in (("a", args.a), ("b", args.b))}

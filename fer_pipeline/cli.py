@@ -93,7 +93,8 @@ def analyze(
     interrupt.reset()
     cfg = _load_cfg(config, **{"decode.sample_fps": sample_fps, "classify.model": model,
                                "detect.backend": detector, "output.reports": False if no_report else None})
-    from fer_pipeline.pipeline import list_videos, start_decoding_ahead
+    from fer_pipeline.inputs import list_videos
+    from fer_pipeline.pipeline import start_decoding_ahead
 
     videos = list_videos(paths)
     if not videos:

@@ -158,7 +158,7 @@ class PipelineConfig(_Section):
 
     #: Settings that never change a video's results: how fast, where and how it runs, what is kept for reports.
     #: ``classify.model`` and the InsightFace file settings are replaced by the weights' sha256 in
-    #: :func:`fer_pipeline.pipeline.settings_fingerprint` (a moved copy of the same model changes nothing).
+    #: :func:`fer_pipeline.reuse.settings_fingerprint` (a moved copy of the same model changes nothing).
     #: ``decode.threads`` stays in: one decoder decodes sequentially, which never snaps samples to anchors.
     NOT_IN_FINGERPRINT: ClassVar[dict] = {"decode": {"process", "stall_timeout_s"},
                           "detect": {"threads", "device", "model_path", "pack", "root"},

@@ -15,28 +15,28 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import queue
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 
 from fer_pipeline import __version__, interrupt
 from fer_pipeline.config import PipelineConfig
-from fer_pipeline.errors import DamagedOutputError, OutputError, is_disk_full, one_line
+from fer_pipeline.errors import OutputError, is_disk_full, one_line
 from fer_pipeline.fileutil import make_video_id, sha256_file
+from fer_pipeline.decode import decode_ahead
 from fer_pipeline.headpose import is_attentive
+from fer_pipeline.models import Models
+from fer_pipeline.reuse import reuse, settings_fingerprint
 from fer_pipeline.stages import FaceStages, StageTimes, timed_batches
-from fer_pipeline.store import VideoWriter, check_parts, claim, faces_frame, read_video_row
+from fer_pipeline.store import VideoWriter, claim, faces_frame
 from fer_pipeline.thumbnails import Thumbnails
 from fer_pipeline.track import build_tracker
-from fer_pipeline.types import Faces, FrameBatch
+from fer_pipeline.types import Faces
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,61 +44,6 @@ if TYPE_CHECKING:
     from fer_pipeline.decode import Prestarted
 
 logger = logging.getLogger(__name__)
-
-VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts"}
-
-
-def auto_threads(threads: int) -> int:
-    """onnxruntime intra-op threads: ``threads`` when set, else all cores but one (at least 1), leaving a core to the
-    decode thread, which runs alongside inference. On the 2-core machine this gives 1: measured 8.6x real time on a
-    720p single-viewer minute against 6.5x with onnxruntime's default of one thread per core (`benchmarks/`)."""
-    if threads > 0:
-        return threads
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
-if TYPE_CHECKING:  # Models' annotations only; Models.load imports both when it runs
-    from fer_pipeline.classify import EmotionModel
-    from fer_pipeline.detect import FaceDetector
-
-
-@dataclass
-class Models:
-    """Loaded detector and emotion model, built once and shared by all videos of a worker.
-
-    Attributes:
-        detector: the full detector (for CenterFace with ``adaptive_input``, the
-            :class:`~fer_pipeline.detect.adaptive.AdaptiveInput` wrapper), from
-            :func:`fer_pipeline.detect.build_detector`.
-        emotion: the emotion classifier.
-        detector_name: the detector backend's registry name (``detect.backend``).
-        detector_sha256: hex sha256 of the detector's weights file (part of the settings fingerprint).
-    """
-
-    detector: FaceDetector
-    emotion: EmotionModel
-    detector_name: str
-    detector_sha256: str | None = None  # of the detector's weights file (part of the settings fingerprint)
-
-    @classmethod
-    def load(cls, cfg: PipelineConfig) -> "Models":
-        """Build the configured detector and emotion model. Both run on one device: ``classify.device``, which
-        ``detect.device`` follows unless set.
-
-        Raises:
-            fer_pipeline.detect.DetectorError: detector weights missing or not the expected file.
-            fer_pipeline.classify.ModelError: emotion model or card missing or altered.
-            ValueError: ``device`` is ``cuda`` and onnxruntime has no working CUDA provider.
-        """
-        from fer_pipeline.classify import EmotionModel
-        from fer_pipeline.detect import build_detector
-
-        d = cfg.detect
-        detector = build_detector(d, threads=auto_threads(d.threads), device=d.device or cfg.classify.device)
-        emotion = EmotionModel(cfg.classify.model, cfg.classify.batch_size, cfg.classify.device,
-                               auto_threads(cfg.classify.threads))
-        return cls(detector, emotion, d.backend, detector.sha256)
-
 
 #: Python's thread switch interval while a video is analysed (seconds; CPython's default is 0.005). The decoder
 #: threads need the GIL briefly for every packet; while the main thread (or the helper importing the tracker) runs
@@ -131,65 +76,6 @@ def _switch_interval(seconds: float):
                 sys.setswitchinterval(_switch_saved)
 
 
-def _prefetch(it: Iterator[FrameBatch], times: StageTimes, depth: int = 1, stall_timeout_s: float = 60.0,
-              path: str | Path = "") -> Iterator[FrameBatch]:
-    """Run ``it`` in a thread, ``depth`` batches ahead; re-raise its exception in the caller.
-
-    Raises:
-        VideoError: ``it`` produced nothing for ``stall_timeout_s`` seconds while the caller waited ("decoder
-            stalled"; the thread, which cannot be killed, is told to stop and left behind as a daemon).
-        Interrupted: a stop was requested while waiting.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def worker() -> None:
-        try:
-            t = time.perf_counter()
-            for batch in it:
-                times.decode += time.perf_counter() - t
-                while not stop.is_set():
-                    try:
-                        q.put(batch, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-                t = time.perf_counter()
-            q.put(done)
-        except BaseException as e:  # handed to the consumer, which re-raises it
-            q.put(e)
-
-    th = threading.Thread(target=worker, name="decode", daemon=True)
-    th.start()
-    last_ts = 0.0
-    try:
-        while True:
-            deadline = time.monotonic() + stall_timeout_s
-            while True:
-                try:
-                    item = q.get(timeout=min(0.25, max(0.0, deadline - time.monotonic())))
-                    break
-                except queue.Empty:
-                    interrupt.check()
-                    if time.monotonic() >= deadline:
-                        from fer_pipeline.decode import VideoError
-
-                        raise VideoError.stalled(stall_timeout_s, last_ts, path) from None
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            if len(item.timestamp_s):
-                last_ts = float(item.timestamp_s[-1])
-            yield item
-    finally:
-        stop.set()
-        th.join(timeout=5)
-
-
 def start_decoding_ahead(path: str | Path, cfg: PipelineConfig) -> Prestarted | None:
     """Start ``path``'s decode process now (:func:`fer_pipeline.decode.prestart`), e.g. before the models load, so
     that it decodes meanwhile. Returns it (the caller owns it: :func:`analyze_video` of ``path`` with the same
@@ -201,31 +87,6 @@ def start_decoding_ahead(path: str | Path, cfg: PipelineConfig) -> Prestarted | 
     from fer_pipeline.decode import prestart
 
     return prestart(path, cfg.decode)
-
-
-def _batches(path: Path, meta, cfg: PipelineConfig, times: StageTimes, stats: dict,
-             prestarted: Prestarted | None = None) -> Iterator[FrameBatch]:
-    """The video's batches: decoded by a child process (``cfg.decode.process``, where
-    :func:`fer_pipeline.decode.available`; ``prestarted``'s when it was started for this video and these settings),
-    else by a thread of this one (:func:`_prefetch`). A child that cannot be started falls back to the thread, with
-    a warning. ``stats`` gets the child's ``decode_s`` and ``decoder_peak_rss_mb``."""
-    from fer_pipeline import decode
-
-    if cfg.decode.process and decode.available():
-        it = decode.iter_batches_in_process(path, cfg.decode, meta=meta, stats=stats, prestarted=prestarted)
-        try:
-            first = next(it)
-        except StopIteration:
-            return
-        except decode.StartError as e:  # fd limits, no fork...: decode in this process instead
-            logger.warning("decoding %s in this process: cannot start a decode process (%s)", path, one_line(e))
-        else:
-            yield first
-            del first
-            yield from it
-            return
-    yield from _prefetch(decode.iter_batches(path, cfg.decode), times, stall_timeout_s=cfg.decode.stall_timeout_s,
-                         path=path)
 
 
 def _import_output_modules() -> None:
@@ -245,89 +106,6 @@ def moment_seconds(au: pd.DataFrame, k: int = 3) -> list[int]:
     from fer_pipeline.metrics import key_moments
 
     return key_moments(au, k)["seconds"]
-
-
-def list_videos(paths: list[str | Path]) -> list[Path]:
-    """Expand files and folders into a sorted list of input files.
-
-    Folders are scanned recursively for files with a video extension (see ``VIDEO_EXTENSIONS``, any case), following
-    symbolic links to files; a link whose target is missing is kept, so that it gets a ``failed`` row ("file not
-    found"). Skipped in folders: hidden files and folders (names starting with "."), folders whatever their name
-    (``x.mp4/`` is scanned as a folder), and other files. Files named explicitly are kept whatever their extension
-    (so a bad file given by name gets a ``failed`` row), and so are missing paths (they fail cleanly later).
-    """
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_EXTENSIONS
-                          and (f.is_file() or (f.is_symlink() and not f.exists()))
-                          and not any(part.startswith(".") for part in f.relative_to(p).parts))
-        else:
-            out.append(p)
-    seen: set[Path] = set()
-    uniq = []
-    for f in out:
-        key = f.absolute()
-        if key not in seen:
-            seen.add(key)
-            uniq.append(f)
-    return uniq
-
-
-def settings_fingerprint(cfg: PipelineConfig, models: Models) -> dict:
-    """What a video's results depend on besides its content: every setting that changes them
-    (:meth:`PipelineConfig.fingerprint`) and the sha256 of the emotion model's and the detector's weights. Stored in
-    ``videos.settings`` (JSON) and ``videos.settings_sha256``; a re-run whose fingerprint differs re-analyses the
-    video."""
-    return {"config": cfg.fingerprint(), "emotion_model_sha256": models.emotion.spec.sha256,
-            "detector_sha256": models.detector_sha256}
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def settings_changes(old: str | None, new: dict) -> list[str]:
-    """``"key old -> new"`` for each setting of the fingerprint ``new`` that differs from the stored JSON ``old``
-    (``config.`` dropped from the keys; sha256 values shortened to 12 hex digits)."""
-    if not old:
-        return ["not recorded (analysed by an older version)"]
-    try:
-        before = _flat(json.loads(old))
-    except ValueError:
-        return ["unreadable record"]
-    after = _flat(new)
-
-    def show(v):
-        return v[:12] if isinstance(v, str) and len(v) == 64 else v
-
-    return [f"{k.removeprefix('config.')} {show(before.get(k))} -> {show(after.get(k))}"
-            for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
-
-
-def _reuse(out_dir: Path, video_id: str, settings: str, fingerprint: dict) -> tuple[dict | None, str | None]:
-    """``(stored row, None)`` when ``video_id``'s stored results can be reused as they are, else ``(None, why)``:
-    why it is analysed (again), ``None`` when it never was analysed successfully."""
-    try:
-        prev = read_video_row(out_dir, video_id)
-    except DamagedOutputError as e:
-        logger.warning("%s", one_line(e))
-        return None, f"damaged output {e.paths[0]}"
-    if prev is None or prev.get("status") != "ok":
-        return None, None
-    if prev.get("settings") != settings:
-        return None, "settings changed: " + "; ".join(settings_changes(prev.get("settings"), fingerprint))
-    problems = check_parts(out_dir, video_id, prev.get("faces_detected"))
-    if problems:
-        logger.warning("%s: %s; analysing it again", video_id, "; ".join(problems))
-        return None, "damaged output: " + problems[0]
-    return prev, None
 
 
 def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | None = None,
@@ -391,7 +169,7 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
             fingerprint = settings_fingerprint(cfg, models)
             row["settings"] = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
             row["settings_sha256"] = hashlib.sha256(row["settings"].encode()).hexdigest()
-            prev, why = (None, None) if force else _reuse(out_dir, video_id, row["settings"], fingerprint)
+            prev, why = (None, None) if force else reuse(out_dir, video_id, row["settings"], fingerprint)
             if prev is not None:
                 logger.info("skip %s: already analysed with these settings (video_id %s)", path, video_id)
                 if prestarted is not None:
@@ -466,7 +244,7 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     decode_stats: dict = {}
     found: list[Faces] = []
     frames_sampled = 0
-    for batch in timed_batches(_batches(path, meta, cfg, times, decode_stats, prestarted), times):
+    for batch in timed_batches(decode_ahead(path, cfg.decode, meta, decode_stats, prestarted), times):
         interrupt.check()
         frames_sampled += len(batch)
         per_frame, faces = stages(batch)

@@ -104,7 +104,7 @@ def videos_schema() -> pa.Schema:
         ("frames_sampled", pa.int64()), ("faces_detected", pa.int64()), ("tracks", pa.int64()),
         ("processing_s", pa.float64()), ("emotion_model", pa.string()), ("detector", pa.string()),
         ("pipeline_version", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
-        # what the results depend on (fer_pipeline.pipeline.settings_fingerprint): a re-run with other settings,
+        # what the results depend on (fer_pipeline.reuse.settings_fingerprint): a re-run with other settings,
         # another model or detector re-analyses the video
         ("settings", pa.string()), ("settings_sha256", pa.string()),
     ])

@@ -20,7 +20,9 @@ from prefect.cache_policies import NONE as NO_CACHE
 from fer_pipeline import interrupt
 from fer_pipeline.config import PipelineConfig
 from fer_pipeline.errors import OutputError, is_disk_full, one_line
-from fer_pipeline.pipeline import Models, analyze_video, list_videos
+from fer_pipeline.inputs import list_videos
+from fer_pipeline.models import Models
+from fer_pipeline.pipeline import analyze_video
 from fer_pipeline.store import clean_staging
 
 logger = logging.getLogger(__name__)

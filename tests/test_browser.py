@@ -123,7 +123,8 @@ def _long_tables(video_id: str, seconds: int = 600, viewers: int = 8, seed: int 
 def run(tmp_path_factory):
     """OUT folder of a real run, rendered again from Parquet alone (no video), plus a 10-minute report."""
     from fer_pipeline.config import PipelineConfig
-    from fer_pipeline.pipeline import Models, analyze_video
+    from fer_pipeline.models import Models
+    from fer_pipeline.pipeline import analyze_video
     from fer_pipeline.report import render_all, render_video_report
 
     base = tmp_path_factory.mktemp("browser")

@@ -8,7 +8,9 @@ import pytest
 from conftest import VIDEOS
 from fer_pipeline.aggregate import prob_columns
 from fer_pipeline.config import PipelineConfig
-from fer_pipeline.pipeline import Models, analyze_video, list_videos
+from fer_pipeline.inputs import list_videos
+from fer_pipeline.models import Models
+from fer_pipeline.pipeline import analyze_video
 from fer_pipeline.store import read_table
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,10 @@ from fer_pipeline.config import DecodeConfig, PipelineConfig
 from fer_pipeline.decode import VideoError, iter_batches_in_process, probe
 from fer_pipeline.decode.process import CHILD_MODULE
 from fer_pipeline.errors import DamagedOutputError
-from fer_pipeline.pipeline import Models, StageTimes, _prefetch, analyze_video, list_videos
+from fer_pipeline.decode import prefetch
+from fer_pipeline.inputs import list_videos
+from fer_pipeline.models import Models
+from fer_pipeline.pipeline import analyze_video
 from fer_pipeline.report import ReportError, render_all
 from fer_pipeline.store import claim, clean_staging, part_path, read_table
 from fer_pipeline.types import FrameBatch
@@ -95,7 +98,7 @@ def test_a_stalled_decode_thread_is_a_video_error():
         yield FrameBatch(np.zeros((1, 8, 8, 3), np.uint8), np.array([0]), np.array([0.0]))
         release.wait(30)
 
-    it = _prefetch(stalls(), StageTimes(), stall_timeout_s=1.0, path="x.mp4")
+    it = prefetch(stalls(), stall_timeout_s=1.0, path="x.mp4")
     try:
         next(it)
         with pytest.raises(VideoError, match="decoder stalled.*x.mp4"):

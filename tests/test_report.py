@@ -250,7 +250,8 @@ def test_every_key_moment_of_a_real_clip_has_its_thumbnail(tmp_path: Path):
     """A real clip analysed by the pipeline: each key moment the report shows has its saved frame, and the frames
     the pipeline saved are exactly the key moments' seconds."""
     from fer_pipeline.config import PipelineConfig
-    from fer_pipeline.pipeline import Models, analyze_video
+    from fer_pipeline.models import Models
+    from fer_pipeline.pipeline import analyze_video
     from fer_pipeline.store import read_parts
 
     cfg = PipelineConfig.load(None, {"output.reports": False})

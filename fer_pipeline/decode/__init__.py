@@ -92,6 +92,7 @@ as ``python -m fer_pipeline.decode.child``, never imported here).
 
 from __future__ import annotations
 
+from fer_pipeline.decode.ahead import decode_ahead, prefetch
 from fer_pipeline.decode.buffers import BatchBuffers, apply_rotation
 from fer_pipeline.decode.container import BACKENDS, probe
 from fer_pipeline.decode.errors import VideoError
@@ -106,4 +107,5 @@ from fer_pipeline.decode.process import (
 from fer_pipeline.decode.sampling import select_sample_indices
 
 __all__ = ["BACKENDS", "BatchBuffers", "Prestarted", "StartError", "VideoError", "apply_rotation", "available",
-           "iter_batches", "iter_batches_in_process", "prestart", "probe", "select_sample_indices"]
+           "decode_ahead", "iter_batches", "iter_batches_in_process", "prefetch", "prestart", "probe",
+           "select_sample_indices"]

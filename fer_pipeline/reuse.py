@@ -1,0 +1,80 @@
+"""The skip rule: when a video's stored results can be reused as they are.
+
+Results are reused only when they are ``ok``, were made with the same settings, emotion model and detector (the
+settings fingerprint, stored in ``videos.settings`` / ``videos.settings_sha256``) and every part file of the video is
+readable with the number of rows recorded. Otherwise the video is analysed again, and :func:`reuse` says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fer_pipeline.config import PipelineConfig
+from fer_pipeline.errors import DamagedOutputError, one_line
+from fer_pipeline.store import check_parts, read_video_row
+
+if TYPE_CHECKING:
+    from fer_pipeline.models import Models
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["reuse", "settings_changes", "settings_fingerprint"]
+
+
+def settings_fingerprint(cfg: PipelineConfig, models: Models) -> dict:
+    """What a video's results depend on besides its content: every setting that changes them
+    (:meth:`PipelineConfig.fingerprint`) and the sha256 of the emotion model's and the detector's weights. Stored in
+    ``videos.settings`` (JSON) and ``videos.settings_sha256``; a re-run whose fingerprint differs re-analyses the
+    video."""
+    return {"config": cfg.fingerprint(), "emotion_model_sha256": models.emotion.spec.sha256,
+            "detector_sha256": models.detector_sha256}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_changes(old: str | None, new: dict) -> list[str]:
+    """``"key old -> new"`` for each setting of the fingerprint ``new`` that differs from the stored JSON ``old``
+    (``config.`` dropped from the keys; sha256 values shortened to 12 hex digits)."""
+    if not old:
+        return ["not recorded (analysed by an older version)"]
+    try:
+        before = _flat(json.loads(old))
+    except ValueError:
+        return ["unreadable record"]
+    after = _flat(new)
+
+    def show(v):
+        return v[:12] if isinstance(v, str) and len(v) == 64 else v
+
+    return [f"{k.removeprefix('config.')} {show(before.get(k))} -> {show(after.get(k))}"
+            for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+
+
+def reuse(out_dir: Path, video_id: str, settings: str, fingerprint: dict) -> tuple[dict | None, str | None]:
+    """``(stored row, None)`` when ``video_id``'s stored results can be reused as they are, else ``(None, why)``:
+    why it is analysed (again), ``None`` when it never was analysed successfully."""
+    try:
+        prev = read_video_row(out_dir, video_id)
+    except DamagedOutputError as e:
+        logger.warning("%s", one_line(e))
+        return None, f"damaged output {e.paths[0]}"
+    if prev is None or prev.get("status") != "ok":
+        return None, None
+    if prev.get("settings") != settings:
+        return None, "settings changed: " + "; ".join(settings_changes(prev.get("settings"), fingerprint))
+    problems = check_parts(out_dir, video_id, prev.get("faces_detected"))
+    if problems:
+        logger.warning("%s: %s; analysing it again", video_id, "; ".join(problems))
+        return None, "damaged output: " + problems[0]
+    return prev, None
