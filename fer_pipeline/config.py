@@ -16,7 +16,10 @@ DEFAULT_MODEL = REPO_ROOT / "models" / "emotion-fer2013-vgg.onnx"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A settings section: unknown keys refused, immutable once built (sections are passed whole to the stages, so
+    none can change a setting under another's feet; derive a changed copy with ``model_copy(update=...)``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class DecodeConfig(_Section):

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fer_pipeline.errors import one_line
+
 if TYPE_CHECKING:
     import onnxruntime as ort
 
@@ -136,7 +138,7 @@ def session(model: str | Path | bytes, device: str = "auto", threads: int = 0, o
     try:
         sess = ort.InferenceSession(src, sess_options=opts, providers=chosen)
     except Exception as e:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph / RuntimeError types
-        raise SessionError(f"{what}: onnxruntime cannot load it: {' '.join(str(e).split())[:300]}") from e
+        raise SessionError(f"{what}: onnxruntime cannot load it: {one_line(e)}") from e
     if device == "cuda" and sess.get_providers()[0] != CUDA:
         raise ValueError(f"{what}: device=cuda but onnxruntime could not start CUDA (running on "
                            f"{sess.get_providers()[0]}); check the CUDA/cuDNN libraries onnxruntime-gpu needs")

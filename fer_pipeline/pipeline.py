@@ -233,9 +233,7 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     # supervision -> scipy, ~0.7 s) then overlaps the wait for that batch instead of following it. The same thread
     # then imports what only the end of the video needs (pandas, pyarrow: ~0.3 s), while the decoders run.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="build-tracker")
-    pending_tracker = pool.submit(build_tracker, cfg.track.tracker, high_conf_threshold=cfg.track.high_conf_threshold,
-                                  activation_threshold=cfg.track.activation_threshold, min_iou=cfg.track.min_iou,
-                                  max_lost_s=cfg.track.max_lost_s)
+    pending_tracker = pool.submit(build_tracker, cfg.track)
     pool.submit(_import_output_modules)
     pool.shutdown(wait=False)
     stages = FaceStages(models.detector, pending_tracker.result, models.emotion, times)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from fer_pipeline.types import Faces
+
+if TYPE_CHECKING:
+    from fer_pipeline.config import TrackConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ class Tracker(ABC):
     @abstractmethod
     def update(self, faces: Faces, timestamp_s: float) -> Faces:
         """Faces of one frame -> the same faces (possibly reordered, low-score strays removed) with ``track_id``
-        set: >= 0 for confirmed tracks, <= -2 (provisional, see :meth:`resolve`) for a face that starts a track; faces in no track are removed."""
+        set: >= 0 for confirmed tracks, <= -2 (provisional, see :meth:`resolve`) for a face that starts a track;
+        faces in no track are removed."""
 
     @abstractmethod
     def reset(self) -> None:
@@ -166,15 +170,21 @@ class ByteTrack(Tracker):
         return ids
 
 
-def build_tracker(name: str, **kwargs) -> Tracker:
-    """Build a registered tracker by name (``"bytetrack"``).
+def build_tracker(spec: str | TrackConfig, **kwargs) -> Tracker:
+    """Build a registered tracker: from a :class:`~fer_pipeline.config.TrackConfig` (its ``tracker`` names it; the
+    association settings are passed on, ``min_track_s`` is :meth:`Tracker.finish`'s), or by name with keyword
+    arguments.
 
     Raises:
         ValueError: unknown tracker name.
     """
-    if name not in TRACKERS:
-        raise ValueError(f"unknown tracker {name!r}; known: {sorted(TRACKERS)}")
-    return TRACKERS[name](**kwargs)
+    if not isinstance(spec, str):
+        kwargs = {"high_conf_threshold": spec.high_conf_threshold, "activation_threshold": spec.activation_threshold,
+                  "min_iou": spec.min_iou, "max_lost_s": spec.max_lost_s, **kwargs}
+        spec = spec.tracker
+    if spec not in TRACKERS:
+        raise ValueError(f"unknown tracker {spec!r}; known: {sorted(TRACKERS)}")
+    return TRACKERS[spec](**kwargs)
 
 
 def short_tracks(track_id: np.ndarray, timestamp_s: np.ndarray, min_track_s: float,

@@ -51,3 +51,12 @@ def test_fingerprint_holds_what_changes_results_only():
     fast = PipelineConfig.load(overrides={"classify.batch_size": 7, "decode.process": False, "detect.threads": 1})
     assert fast.fingerprint() == base
     assert PipelineConfig.load(overrides={"track.min_track_s": 2}).fingerprint() != base
+
+
+def test_sections_are_immutable_and_copies_validate_nothing_away():
+    cfg = PipelineConfig()
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.decode.sample_fps = 2.0
+    slower = cfg.model_copy(update={"decode": cfg.decode.model_copy(update={"sample_fps": 2.0})})
+    assert slower.decode.sample_fps == 2.0 and cfg.decode.sample_fps == 5.0
+    assert hash(cfg.decode) == hash(PipelineConfig().decode)  # frozen sections can key caches

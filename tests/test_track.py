@@ -70,3 +70,11 @@ def test_short_tracks_span_counts_one_sampling_period():
     ts = np.array([0.0, 0.2, 0.4, 1.0, 1.2, 2.0])
     assert short_tracks(ids, ts, 0.6, 0.2).tolist() == [2, 3]  # 1 spans 0.6 s: kept
     assert short_tracks(np.zeros(0, np.int64), np.zeros(0), 1.0, 0.2).tolist() == []
+
+
+def test_built_from_its_config_section():
+    from fer_pipeline.config import TrackConfig
+
+    t = build_tracker(TrackConfig(max_lost_s=2.0, min_iou=0.3))
+    assert isinstance(t, ByteTrack)
+    assert t._kwargs["lost_track_buffer"] == 60 and t._kwargs["minimum_iou_threshold"] == 0.3
