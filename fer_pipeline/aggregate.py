@@ -69,21 +69,25 @@ def timeline(faces: pd.DataFrame, labels) -> pd.DataFrame:
         labels: model labels in order.
 
     Returns:
-        Columns ``track_id, second, n_samples, p_<label>..., emotion, valence, expressiveness, attention``, sorted by
+        Columns ``track_id, [viewer_id,] second, n_samples, p_<label>..., emotion, valence, expressiveness,
+        attention`` (``viewer_id`` when ``faces`` has it), sorted by
         track then second; empty (with those columns) when ``faces`` is empty. ``attention`` (fraction of samples
         attentive, [0, 1]) is NaN when ``faces`` has no ``attentive`` column.
     """
     pcols = prob_columns(labels)
-    cols = ["track_id", "second", "n_samples", *pcols, "emotion", "valence", "expressiveness", "attention"]
+    viewer = ["viewer_id"] if "viewer_id" in faces.columns else []
+    cols = ["track_id", *viewer, "second", "n_samples", *pcols, "emotion", "valence", "expressiveness", "attention"]
     if len(faces) == 0:
         return _empty(cols, pcols)
-    df = faces[["track_id", "timestamp_s", *pcols]].copy()
+    df = faces[["track_id", *viewer, "timestamp_s", *pcols]].copy()
     df["attention"] = (faces["attentive"].astype(np.float64).to_numpy() if "attentive" in faces.columns
                        else np.nan)
     df["second"] = np.floor(df["timestamp_s"].to_numpy()).astype(np.int64)
     g = df.groupby(["track_id", "second"], sort=True)
     out = g[pcols + ["attention"]].mean()
     out.insert(0, "n_samples", g.size())
+    if viewer:  # a track belongs to one viewer
+        out.insert(0, "viewer_id", g["viewer_id"].first())
     out = out.reset_index()
     p = out[pcols].to_numpy()
     out["emotion"] = np.asarray(labels, dtype=object)[p.argmax(1)]
@@ -227,7 +231,8 @@ def audience_from_timeline(tl: pd.DataFrame, duration_s: float | None = None) ->
 
 def _empty(cols: list[str], pcols: list[str]) -> pd.DataFrame:
     df = pd.DataFrame({c: pd.Series(dtype=np.float64) for c in cols})
-    for c in ("track_id", "second", "n_samples"):
-        df[c] = df[c].astype(np.int64)
+    for c in ("track_id", "viewer_id", "second", "n_samples"):
+        if c in df.columns:
+            df[c] = df[c].astype(np.int64)
     df["emotion"] = df["emotion"].astype(object)
     return df

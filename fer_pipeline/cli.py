@@ -43,14 +43,14 @@ def _load_cfg(config: Optional[Path], **overrides):
 
 def _summary(results: list[dict]) -> Table:
     t = Table(title="fer-pipeline run")
-    for c in ("video_id", "status", "duration s", "tracks", "faces", "x real time", "error / note"):
+    for c in ("video_id", "status", "duration s", "viewers", "tracks", "faces", "x real time", "error / note"):
         t.add_column(c, overflow="fold")
     for r in results:
         dur, proc = r.get("duration_s"), r.get("processing_s")
         speed = f"{dur / proc:.1f}" if dur and proc and r["status"] == "ok" else ""
         color = {"ok": "green", "failed": "red", "skipped": "yellow"}.get(r["status"], "red")
         t.add_row(r["video_id"], f"[{color}]{r['status']}[/{color}]", f"{dur:.1f}" if dur else "",
-                  str(r.get("tracks") or 0), str(r.get("faces_detected") or 0), speed,
+                  str(r.get("viewers") or 0), str(r.get("tracks") or 0), str(r.get("faces_detected") or 0), speed,
                   r.get("error") or r.get("note") or "")
     return t
 
@@ -71,6 +71,10 @@ def analyze(
     detector: Optional[str] = typer.Option(None, help="centerface (default) or insightface"),
     force: bool = typer.Option(False, "--force", help="re-analyse videos already done"),
     no_report: bool = typer.Option(False, "--no-report", help="skip HTML reports"),
+    save_embeddings: bool = typer.Option(False, "--save-embeddings",
+                                         help="also write each viewer's face embeddings to OUT/embeddings/ "
+                                              "(biometric data, for matching people across recordings; off by "
+                                              "default, never in reports)"),
     dask_address: Optional[str] = typer.Option(None, help="run on an existing Dask cluster (tcp://host:8786)"),
     dask_workers: int = typer.Option(0, help="start a local Dask cluster with this many workers (0 = no Dask)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -92,7 +96,8 @@ def analyze(
 
     interrupt.reset()
     cfg = _load_cfg(config, **{"decode.sample_fps": sample_fps, "classify.model": model,
-                               "detect.backend": detector, "output.reports": False if no_report else None})
+                               "detect.backend": detector, "output.reports": False if no_report else None,
+                               "output.save_embeddings": True if save_embeddings else None})
     from fer_pipeline.inputs import list_videos
     from fer_pipeline.pipeline import start_decoding_ahead
 

@@ -107,6 +107,26 @@ class ClassifyConfig(_Section):
         return v
 
 
+class ReidConfig(_Section):
+    """Re-identification: tracks of the same person in one video become one viewer (fer_pipeline/reid/)."""
+
+    enabled: bool = Field(True, description="group tracks into viewers by face embeddings; false: every track is a "
+                          "viewer")
+    backend: Literal["dlib", "arcface"] = Field("dlib", description="dlib (ResNet, weights in the "
+                                                "face-recognition-models package) or arcface (needs an InsightFace "
+                                                "pack on disk: model_path or pack + root)")
+    distance_threshold: float = Field(0.40, gt=0, le=2, description="largest distance between two tracks' mean "
+                                      "embeddings (unit vectors) for one viewer; measured: same person <= 0.45 per "
+                                      "frame, different people >= 0.43")
+    samples_per_track: int = Field(3, ge=1, description="best face samples per track that are embedded")
+    min_face_px: float = Field(40.0, ge=0, description="samples with a smaller face (short side, pixels) are not "
+                               "trusted: a track with only such samples stays its own viewer")
+    max_yaw_deg: float = Field(40.0, gt=0, le=90, description="samples turned further are not trusted")
+    model_path: Path | None = Field(None, description="arcface: a recognition .onnx (e.g. w600k_r50.onnx)")
+    pack: str | None = Field(None, description="arcface: model pack name under root, e.g. buffalo_l")
+    root: Path = Field(Path("~/.insightface/models"), description="arcface: folder holding model packs")
+
+
 class AttentionConfig(_Section):
     """When a face counts as attentive (facing the camera); head pose from fer_pipeline/headpose.py."""
 
@@ -118,6 +138,8 @@ class AttentionConfig(_Section):
 
 class OutputConfig(_Section):
     thumbnails: bool = Field(True, description="save face and moment thumbnails (JPEG) for the reports")
+    save_embeddings: bool = Field(False, description="write each viewer's face embeddings to OUT/embeddings/ "
+                                  "(biometric data: off by default; never in reports)")
     reports: bool = Field(True, description="render HTML reports after analysis")
 
 
@@ -128,6 +150,7 @@ class PipelineConfig(_Section):
     detect: DetectConfig = Field(default_factory=DetectConfig)
     track: TrackConfig = Field(default_factory=TrackConfig)
     classify: ClassifyConfig = Field(default_factory=ClassifyConfig)
+    reid: ReidConfig = Field(default_factory=ReidConfig)
     attention: AttentionConfig = Field(default_factory=AttentionConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
@@ -166,6 +189,7 @@ class PipelineConfig(_Section):
     NOT_IN_FINGERPRINT: ClassVar[dict] = {"decode": {"process", "stall_timeout_s"},
                           "detect": {"threads", "device", "model_path", "pack", "root"},
                           "classify": {"model", "batch_size", "device", "threads"},
+                          "reid": {"model_path", "pack", "root"},
                           "output": True}
 
     def fingerprint(self) -> dict:

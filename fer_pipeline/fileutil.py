@@ -73,3 +73,30 @@ def make_video_id(path: str | Path, sha256: str | None) -> str:
     if not sha256:
         sha256 = hashlib.sha256(str(Path(str(path)).absolute()).encode()).hexdigest()
     return f"{slug}-{sha256[:10]}"
+
+
+def model_or_pack(model_path: str | Path | None, pack: str | None, root: str | Path, what: str,
+                  error: type[Exception], example: str) -> tuple[Path | None, Path | None]:
+    """An InsightFace-style model location: ``(model file, None)`` when ``model_path`` is given (it must be an
+    existing ``.onnx``), else ``(None, pack folder)`` (``root/pack``, which must exist; ``~`` expanded). ``what``
+    names the model in messages ("InsightFace detection model"), ``example`` the file to give (``"a det_*.onnx
+    file"``).
+
+    Raises:
+        error: the file or pack is missing, or neither is given (the message names the path looked at).
+    """
+    if model_path is not None:
+        p = Path(model_path).expanduser()
+        if not p.is_file():
+            raise error(f"{what} not found: {p}")
+        if p.suffix.lower() != ".onnx":
+            raise error(f"{what} must be an .onnx file: {p}")
+        return p, None
+    if not pack:
+        raise error(f"no {what} configured: give model_path= ({example}) or pack= (an InsightFace model-pack folder "
+                    "under root, e.g. 'buffalo_l')")
+    folder = Path(root).expanduser() / pack
+    if not folder.is_dir():
+        raise error(f"InsightFace model pack not found: {folder} (model packs are not downloaded by this pipeline; "
+                    "unpack one there)")
+    return None, folder

@@ -13,6 +13,14 @@ Conventions: ``second`` is the integer start of the window ``[second, second + 1
 shares are fractions in [0, 1]; ``valence`` in [-1, 1]; ``expressiveness`` in [0, 1]; ``attention`` = share of
 viewers facing the camera in [0, 1] (absent from tables written before head pose existed). Figures that cannot be
 computed are ``None``.
+
+Viewers: ``viewer_id`` (timeline and faces, from re-identification) joins the tracks of one person in a video; every
+per-viewer figure here (heatmap rows, per-viewer summary, smiled share, the viewer count) is per ``viewer_id``, not per
+``track_id``. Tables written before re-identification have no ``viewer_id``: :func:`with_viewer_ids` (called by
+:func:`prepare_tables` and by each per-viewer function) then makes each track its own viewer (``viewer_id :=
+track_id``). Two tracks of one viewer never overlap in time, so a viewer has at most one timeline row per second;
+:func:`viewer_seconds` still merges any such rows (mean of the probabilities, then argmax), so no figure counts a
+viewer twice in one second.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from fer_pipeline.aggregate import (
     PROB_PREFIX,
     audience_from_timeline,
     emotion_labels,
+    prob_columns,
     with_derived_columns,
 )
 
@@ -46,27 +55,121 @@ SMILE = "happy"
 """The label counted as a smile (smiled share, peak-end, the third key moment)."""
 NEUTRAL = "neutral"
 """The label ignored by the dominant *expression*."""
+VIEWER_ID = "viewer_id"
+"""Column of the person a track belongs to (re-identification); absent from tables written before it existed."""
+
+
+def with_viewer_ids(timeline: pd.DataFrame) -> pd.DataFrame:
+    """``timeline`` with a ``viewer_id`` column (int64, right after ``track_id``).
+
+    Tables written before re-identification have none: then each track is its own viewer (``viewer_id :=
+    track_id``). Rows whose ``viewer_id`` is missing (NaN: e.g. old and new parts read together) get ids of their
+    own, one per track, above the largest id present, so they never merge with a known viewer.
+
+    Returns:
+        The same frame when it already has a complete ``viewer_id`` or has no ``track_id``; else a copy.
+    """
+    if "track_id" not in timeline.columns:
+        return timeline
+    if VIEWER_ID in timeline.columns:
+        vid = pd.to_numeric(timeline[VIEWER_ID], errors="coerce")
+        missing = vid.isna()
+        if not missing.any():
+            return timeline
+        out = timeline.copy()
+        if missing.all():
+            out[VIEWER_ID] = out["track_id"].astype(np.int64)
+        else:
+            logger.warning("%d timeline row(s) without viewer_id: each of their tracks counts as its own viewer",
+                           int(missing.sum()))
+            top = int(vid.max())
+            codes = pd.factorize(out.loc[missing, "track_id"], sort=True)[0]
+            vid = vid.copy()
+            vid[missing] = top + 1 + codes
+            out[VIEWER_ID] = vid.astype(np.int64)
+        return out
+    out = timeline.copy()
+    out.insert(out.columns.get_loc("track_id") + 1, VIEWER_ID, out["track_id"].astype(np.int64))
+    return out
+
+
+def viewer_seconds(timeline: pd.DataFrame) -> pd.DataFrame:
+    """The timeline as one row per viewer and second (what every per-viewer figure is computed from).
+
+    By contract a viewer's tracks never overlap, so this is normally the timeline itself (with ``viewer_id`` and the
+    derived columns filled in, see :func:`with_viewer_ids`). Should a viewer still have several rows in a second,
+    they are merged: ``p_<label>`` and ``attention`` are their means, ``emotion`` the argmax of the mean
+    probabilities (the most frequent ``emotion`` of the rows when there are no probabilities), ``valence`` and
+    ``expressiveness`` recomputed from the mean probabilities (their mean without probabilities), ``n_samples``
+    summed, ``track_id`` the smallest of the merged tracks.
+
+    Returns:
+        Rows per ``viewer_id`` and ``second`` (merged rows sorted by them); the input unchanged (but for the filled
+        columns) when it is empty or lacks ``track_id`` or ``second``.
+    """
+    tl = with_derived_columns(with_viewer_ids(timeline))
+    if tl.empty or VIEWER_ID not in tl.columns or "second" not in tl.columns:
+        return tl
+    keys = [VIEWER_ID, "second"]
+    if not tl.duplicated(keys).any():
+        return tl
+    logger.warning("%d timeline row(s) repeat a viewer's second (overlapping tracks of one viewer): merged",
+                   int(tl.duplicated(keys).sum()))
+    labels = emotion_labels(tl.columns)
+    pcols = prob_columns(labels)
+    # recomputed from the mean probabilities by with_derived_columns (which fills in missing columns only)
+    derived = ({"emotion", "valence"} | ({"expressiveness"} if NEUTRAL in labels else set())) if labels else set()
+    agg: dict[str, Any] = {}
+    for c in tl.columns:
+        if c in keys or c in derived:
+            continue
+        if c in pcols or c in ("attention", "valence", "expressiveness"):
+            agg[c] = "mean"
+        elif c == "n_samples":
+            agg[c] = "sum"
+        elif c == "track_id":
+            agg[c] = "min"
+        elif c == "emotion":
+            agg[c] = lambda e: e.value_counts().index[0] if e.notna().any() else None
+        else:
+            agg[c] = "first"
+    out = with_derived_columns(tl.groupby(keys, sort=True).agg(agg).reset_index())
+    return out[[c for c in tl.columns if c in out.columns]]
+
+
+def viewer_tracks(timeline: pd.DataFrame) -> dict[int, list[int]]:
+    """``{viewer_id: [track_id, ...]}``: each viewer's tracks in order of first appearance (then track id)."""
+    tl = with_viewer_ids(timeline)
+    if tl.empty or VIEWER_ID not in tl.columns:
+        return {}
+    first = (tl.groupby([VIEWER_ID, "track_id"], sort=True)["second"].min().reset_index()
+             .sort_values([VIEWER_ID, "second", "track_id"], kind="stable"))
+    return {int(v): [int(t) for t in g["track_id"]] for v, g in first.groupby(VIEWER_ID, sort=True)}
 
 
 def prepare_tables(timeline: pd.DataFrame | None, audience: pd.DataFrame | None, duration_s: float | None = None,
                    sort: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A video's two tables made ready for the metrics: derived columns filled in, the audience rebuilt if absent.
+    """A video's two tables made ready for the metrics: ``viewer_id`` and derived columns filled in, the audience
+    rebuilt if absent.
 
     Args:
-        timeline: the video's ``timeline`` rows (may be ``None`` or empty).
-        audience: the video's ``audience`` rows (may be ``None`` or empty: then rebuilt from ``timeline`` with
-            :func:`fer_pipeline.aggregate.audience_from_timeline`).
+        timeline: the video's ``timeline`` rows (may be ``None`` or empty). Without ``viewer_id`` (tables written
+            before re-identification) each track becomes its own viewer (:func:`with_viewer_ids`).
+        audience: the video's ``audience`` rows (may be ``None`` or empty: then rebuilt with
+            :func:`fer_pipeline.aggregate.audience_from_timeline` from :func:`viewer_seconds`, so ``viewers``
+            counts viewers).
         duration_s: video duration in seconds, for the rebuilt audience (optional).
-        sort: sort the timeline by ``track_id, second`` and the audience by ``second`` (index reset).
+        sort: sort the timeline by ``viewer_id, second, track_id`` and the audience by ``second`` (index reset).
 
     Returns:
         ``(timeline, audience)``; either may be an empty frame.
     """
-    timeline = with_derived_columns(timeline if timeline is not None else pd.DataFrame())
+    timeline = with_derived_columns(with_viewer_ids(timeline if timeline is not None else pd.DataFrame()))
     if sort and not timeline.empty:
-        timeline = timeline.sort_values(["track_id", "second"], kind="stable")
+        keys = [c for c in (VIEWER_ID, "second", "track_id") if c in timeline.columns]
+        timeline = timeline.sort_values(keys, kind="stable")
     if (audience is None or audience.empty) and not timeline.empty:
-        audience = audience_from_timeline(timeline, duration_s)
+        audience = audience_from_timeline(viewer_seconds(timeline), duration_s)
     audience = with_derived_columns(audience if audience is not None else pd.DataFrame())
     if sort and not audience.empty:
         audience = audience.sort_values("second", kind="stable").reset_index(drop=True)
@@ -123,27 +226,37 @@ def low_confidence_mask(audience: pd.DataFrame, min_share: float = LOW_CONFIDENC
 
 
 def smiled_share(timeline: pd.DataFrame, label: str = SMILE) -> float | None:
-    """Share of viewers (tracks) whose dominant emotion was ``label`` in at least one second.
+    """Share of viewers whose dominant emotion was ``label`` in at least one second.
+
+    Viewers are ``viewer_id`` (each track its own viewer in tables without it, see :func:`with_viewer_ids`); a
+    viewer's dominant emotion per second is that of :func:`viewer_seconds`.
 
     Args:
-        timeline: rows per track and second with ``track_id`` and ``emotion`` (or ``p_<label>`` to derive it).
+        timeline: rows per track and second with ``track_id`` (ideally ``viewer_id``) and ``emotion`` (or
+            ``p_<label>`` to derive it).
         label: the emotion counted as a smile, ``"happy"`` by default.
 
     Returns:
         A fraction in [0, 1], or ``None`` when it cannot be computed (no rows, no ``track_id``, or the model has no
         such label).
     """
+    counts = _smiled_counts(timeline, label)
+    return None if counts is None else counts[0] / counts[1]
+
+
+def _smiled_counts(timeline: pd.DataFrame, label: str = SMILE) -> tuple[int, int] | None:
+    """``(viewers who smiled, viewers)`` for :func:`smiled_share`; ``None`` when it cannot be computed."""
     if timeline.empty or "track_id" not in timeline.columns:
         return None
-    timeline = with_derived_columns(timeline)
-    labels = emotion_labels(timeline.columns)
-    if "emotion" not in timeline.columns or (labels and label not in labels):
+    vs = viewer_seconds(timeline)
+    labels = emotion_labels(vs.columns)
+    if "emotion" not in vs.columns or (labels and label not in labels):
         return None
-    tracks = timeline["track_id"].nunique()
-    if tracks == 0:
+    viewers = vs[VIEWER_ID].nunique()
+    if viewers == 0:
         return None
-    smiled = timeline.loc[timeline["emotion"].astype(str) == label, "track_id"].nunique()
-    return smiled / tracks
+    smiled = vs.loc[vs["emotion"].astype(object) == label, VIEWER_ID].nunique()
+    return int(smiled), int(viewers)
 
 
 def peak_trough(audience: pd.DataFrame, column: str = "valence",
@@ -280,21 +393,26 @@ def dominant(mix: Mapping[str, float], exclude: Iterable[str] = ()) -> str | Non
 
 
 def viewer_summary(timeline: pd.DataFrame) -> pd.DataFrame:
-    """One row per viewer (track): time on screen and their own averages.
+    """One row per viewer (``viewer_id``, over all of that person's tracks): time on screen and their own averages.
+
+    Tables without ``viewer_id`` make each track its own viewer (:func:`with_viewer_ids`); the per-second values
+    are those of :func:`viewer_seconds`.
 
     Returns:
-        Columns ``track_id``, ``first_second``, ``last_second``, ``seconds`` (number of seconds seen), ``valence``,
-        ``expressiveness``, ``attention`` (means over that viewer's seconds; NaN without head pose), ``smiled``
-        (bool: ``happy`` dominant in >= 1 second) and ``emotion`` (their most frequent dominant emotion); sorted by
-        ``seconds`` descending, then ``track_id``. Empty (with those columns) without rows or ``track_id``.
+        Columns ``viewer_id``, ``tracks`` (number of the viewer's tracks), ``first_second``, ``last_second``,
+        ``seconds`` (number of seconds seen), ``valence``, ``expressiveness``, ``attention`` (means over that viewer's
+        seconds; NaN without head pose), ``smiled`` (bool: ``happy`` dominant in >= 1 second) and ``emotion`` (their
+        most frequent dominant emotion); sorted by ``seconds`` descending, then ``viewer_id``. Empty (with those
+        columns) without rows or ``track_id``.
     """
-    cols = ["track_id", "first_second", "last_second", "seconds", "valence", "expressiveness", "attention", "smiled",
-            "emotion"]
+    cols = [VIEWER_ID, "tracks", "first_second", "last_second", "seconds", "valence", "expressiveness", "attention",
+            "smiled", "emotion"]
     if timeline.empty or "track_id" not in timeline.columns:
         return pd.DataFrame(columns=cols)
-    tl = with_derived_columns(timeline)
-    g = tl.groupby("track_id", sort=True)
+    tl = viewer_seconds(timeline)
+    g = tl.groupby(VIEWER_ID, sort=True)
     out = pd.DataFrame({
+        "tracks": with_viewer_ids(timeline).groupby(VIEWER_ID, sort=True)["track_id"].nunique(),
         "first_second": g["second"].min(),
         "last_second": g["second"].max(),
         "seconds": g["second"].nunique(),
@@ -304,19 +422,20 @@ def viewer_summary(timeline: pd.DataFrame) -> pd.DataFrame:
     })
     if "emotion" in tl.columns:
         emo = tl["emotion"].astype(object)
-        out["smiled"] = (emo == SMILE).groupby(tl["track_id"]).any()
-        out["emotion"] = emo.groupby(tl["track_id"]).agg(lambda s: s.value_counts().index[0] if s.notna().any()
+        out["smiled"] = (emo == SMILE).groupby(tl[VIEWER_ID]).any()
+        out["emotion"] = emo.groupby(tl[VIEWER_ID]).agg(lambda s: s.value_counts().index[0] if s.notna().any()
                                                         else None)
     else:
         out["smiled"] = False
         out["emotion"] = None
-    out = out.reset_index().sort_values(["seconds", "track_id"], ascending=[False, True], kind="stable")
+    out.index.name = VIEWER_ID
+    out = out.reset_index().sort_values(["seconds", VIEWER_ID], ascending=[False, True], kind="stable")
     return out[cols].reset_index(drop=True)
 
 
 def headline_figures(timeline: pd.DataFrame, audience: pd.DataFrame | None, duration_s: float | None = None,
                      hook_s: float = HOOK_S, end_s: float = END_S,
-                     min_share: float = LOW_CONFIDENCE_SHARE) -> dict[str, Any]:
+                     min_share: float = LOW_CONFIDENCE_SHARE, viewers: int | None = None) -> dict[str, Any]:
     """The headline figures of one video.
 
     Args:
@@ -328,12 +447,17 @@ def headline_figures(timeline: pd.DataFrame, audience: pd.DataFrame | None, dura
         hook_s: opening-hook window, seconds.
         end_s: end window of the peak-end summary, seconds.
         min_share: low-confidence threshold as a fraction of peak viewers (see :func:`low_confidence_threshold`).
+        viewers: the video's number of viewers as the ``videos`` table records it (its ``viewers`` column), when
+            known; else it is counted from the timeline.
 
     Returns:
         A dict with
-        ``labels`` (list[str]), ``viewers`` (distinct tracks, int), ``peak_viewers`` (most viewers in one second),
+        ``labels`` (list[str]), ``viewers`` (int: ``viewers`` when given, else distinct ``viewer_id`` of the
+        timeline, i.e. distinct tracks for tables written before re-identification; the peak audience when there is
+        no timeline), ``tracks`` (distinct ``track_id``, int), ``timeline_viewers`` (distinct ``viewer_id``, int),
+        ``smiled_viewers`` (viewers who smiled at least once, int), ``peak_viewers`` (most viewers in one second),
         ``seconds_with_viewers`` (int), ``mean_valence`` in [-1, 1] and ``mean_expressiveness`` in [0, 1] (means over
-        viewer-seconds, i.e. over timeline rows), ``mean_attention`` in [0, 1] (share of viewer-seconds facing the
+        viewer-seconds, i.e. over :func:`viewer_seconds` rows), ``mean_attention`` in [0, 1] (share of viewer-seconds facing the
         camera; ``None`` for tables without head pose), ``smiled_share`` in [0, 1] (see :func:`smiled_share`),
         ``emotion_mix`` ({label: fraction}), ``dominant_emotion`` and ``dominant_expression`` (largest share of the
         mix, the latter ignoring ``neutral``), ``peak`` / ``trough`` (valence, as in :func:`key_moments`), ``hook``
@@ -343,13 +467,16 @@ def headline_figures(timeline: pd.DataFrame, audience: pd.DataFrame | None, dura
     timeline, audience = prepare_tables(timeline, audience, duration_s, sort=False)
     labels = emotion_labels(audience.columns) or emotion_labels(timeline.columns)
 
+    tracks: int | None = None
+    seen: int | None = None
     if not timeline.empty and "track_id" in timeline.columns:
-        viewers: int | None = int(timeline["track_id"].nunique())
-        mean_valence = weighted_mean(timeline, "valence", weights=None)
-        mean_expr = weighted_mean(timeline, "expressiveness", weights=None)
-        mean_att = weighted_mean(timeline, "attention", weights=None)
+        vs = viewer_seconds(timeline)
+        tracks = int(timeline["track_id"].nunique())
+        seen = int(vs[VIEWER_ID].nunique())
+        mean_valence = weighted_mean(vs, "valence", weights=None)
+        mean_expr = weighted_mean(vs, "expressiveness", weights=None)
+        mean_att = weighted_mean(vs, "attention", weights=None)
     else:
-        viewers = None
         mean_valence = weighted_mean(audience, "valence")
         mean_expr = weighted_mean(audience, "expressiveness")
         mean_att = weighted_mean(audience, "attention")
@@ -360,15 +487,20 @@ def headline_figures(timeline: pd.DataFrame, audience: pd.DataFrame | None, dura
     low = low_confidence_mask(audience, min_share)
     low_seconds = sorted(int(s) for s in audience.loc[low, "second"]) if "second" in audience.columns else []
     pt = peak_trough(audience, "valence", min_share)
+    smiled = _smiled_counts(timeline)
+    recorded = _count(viewers)
     return {
         "labels": labels,
-        "viewers": viewers if viewers is not None else peak_viewers,
+        "viewers": recorded if recorded is not None else (seen if seen is not None else peak_viewers),
+        "tracks": tracks,
+        "timeline_viewers": seen,
+        "smiled_viewers": smiled[0] if smiled is not None else None,
         "peak_viewers": peak_viewers,
         "seconds_with_viewers": seconds_with_viewers,
         "mean_valence": mean_valence,
         "mean_expressiveness": mean_expr,
         "mean_attention": mean_att,
-        "smiled_share": smiled_share(timeline),
+        "smiled_share": smiled[0] / smiled[1] if smiled is not None else None,
         "emotion_mix": mix,
         "dominant_emotion": dominant(mix),
         "dominant_expression": dominant(mix, exclude=(NEUTRAL,)),
@@ -379,3 +511,14 @@ def headline_figures(timeline: pd.DataFrame, audience: pd.DataFrame | None, dura
         "low_confidence_threshold": low_confidence_threshold(audience, min_share),
         "low_confidence_seconds": low_seconds,
     }
+
+
+def _count(value: Any) -> int | None:
+    """A count from a table cell as an int; ``None`` for None/NaN/NA, negatives and anything not a number."""
+    if value is None or value is pd.NA or isinstance(value, bool):
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if math.isfinite(f) and f >= 0 else None

@@ -27,6 +27,7 @@ def auto_threads(threads: int) -> int:
 if TYPE_CHECKING:  # Models' annotations only; Models.load imports both when it runs (onnxruntime, ...)
     from fer_pipeline.classify import EmotionModel
     from fer_pipeline.detect import FaceDetector
+    from fer_pipeline.reid import FaceEmbedder
 
 
 @dataclass
@@ -40,12 +41,14 @@ class Models:
         emotion: the emotion classifier.
         detector_name: the detector backend's registry name (``detect.backend``).
         detector_sha256: hex sha256 of the detector's weights file (part of the settings fingerprint).
+        embedder: the face embedder of re-identification (``reid.enabled``), else None.
     """
 
     detector: FaceDetector
     emotion: EmotionModel
     detector_name: str
     detector_sha256: str | None = None  # of the detector's weights file (part of the settings fingerprint)
+    embedder: FaceEmbedder | None = None
 
     @classmethod
     def load(cls, cfg: PipelineConfig) -> "Models":
@@ -56,6 +59,7 @@ class Models:
             fer_pipeline.detect.DetectorError: detector weights missing or not the expected file.
             fer_pipeline.classify.ModelError: emotion model or card missing or altered.
             ValueError: ``device`` is ``cuda`` and onnxruntime has no working CUDA provider.
+            fer_pipeline.reid.EmbedderError: ``reid.enabled`` and the embedder's package or weights are missing.
         """
         from fer_pipeline.classify import EmotionModel
         from fer_pipeline.detect import build_detector
@@ -64,4 +68,9 @@ class Models:
         detector = build_detector(d, threads=auto_threads(d.threads), device=d.device or cfg.classify.device)
         emotion = EmotionModel(cfg.classify.model, cfg.classify.batch_size, cfg.classify.device,
                                auto_threads(cfg.classify.threads))
-        return cls(detector, emotion, d.backend, detector.sha256)
+        embedder = None
+        if cfg.reid.enabled:
+            from fer_pipeline.reid import build_embedder
+
+            embedder = build_embedder(cfg.reid, device=cfg.classify.device)
+        return cls(detector, emotion, d.backend, detector.sha256, embedder)

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
 
 from fer_pipeline import __version__, interrupt
 from fer_pipeline.config import PipelineConfig
@@ -31,9 +32,10 @@ from fer_pipeline.fileutil import make_video_id, sha256_file
 from fer_pipeline.decode import decode_ahead
 from fer_pipeline.headpose import is_attentive
 from fer_pipeline.models import Models
+from fer_pipeline.reid import TrackSamples, viewers_of_tracks
 from fer_pipeline.reuse import reuse, settings_fingerprint
 from fer_pipeline.stages import FaceStages, StageTimes, timed_batches
-from fer_pipeline.store import VideoWriter, claim, faces_frame
+from fer_pipeline.store import VideoWriter, claim, embeddings_frame, faces_frame
 from fer_pipeline.thumbnails import Thumbnails
 from fer_pipeline.track import build_tracker
 from fer_pipeline.types import Faces
@@ -154,7 +156,7 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
     times.hash = time.perf_counter() - t0
     video_id = make_video_id(path, sha)
     row = {"path": str(path), "sha256": sha, "status": "failed", "error": None, "duration_s": None, "fps": None,
-           "width": None, "height": None, "frames_sampled": 0, "faces_detected": 0, "tracks": 0,
+           "width": None, "height": None, "frames_sampled": 0, "faces_detected": 0, "tracks": 0, "viewers": 0,
            "processing_s": None, "emotion_model": None, "detector": cfg.detect.backend,
            "pipeline_version": __version__, "created_at": created, "settings": None, "settings_sha256": None}
     try:
@@ -238,6 +240,7 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     pool.shutdown(wait=False)
     stages = FaceStages(models.detector, pending_tracker.result, models.emotion, times)
     thumbs = Thumbnails() if cfg.output.thumbnails else None
+    samples = TrackSamples(models.embedder, cfg.reid.samples_per_track) if models.embedder is not None else None
 
     decode_stats: dict = {}
     found: list[Faces] = []
@@ -251,6 +254,10 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
             t = time.perf_counter()
             thumbs.add(batch, per_frame)
             times.thumbnails += time.perf_counter() - t
+        if samples is not None:
+            t = time.perf_counter()
+            samples.add_batch(batch, faces)
+            times.reid += time.perf_counter() - t
         if progress is not None:
             progress(float(batch.timestamp_s[-1]))
     if frames_sampled == 0:
@@ -262,8 +269,13 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
 
     tracked = stages.tracker.finish(Faces.concat(found, len(labels)), cfg.track.min_track_s,
                                     1.0 / cfg.decode.sample_fps)
-    attentive = is_attentive(tracked.faces.pose, cfg.attention.max_yaw_deg, cfg.attention.max_pitch_deg)
-    faces_df = faces_frame(tracked.faces, labels, attentive)
+    t_reid = time.perf_counter()
+    viewers = viewers_of_tracks(tracked, samples, models.embedder, cfg.reid)
+    times.reid += time.perf_counter() - t_reid
+    viewer_id = np.array([viewers.viewer_of[int(t)] for t in tracked.faces.track_id], np.int64)
+    final = tracked.faces.with_columns(viewer_id=viewer_id)
+    attentive = is_attentive(final.pose, cfg.attention.max_yaw_deg, cfg.attention.max_pitch_deg)
+    faces_df = faces_frame(final, labels, attentive)
     tl = timeline(faces_df, labels)
     au = audience(tl, labels, meta.duration_s)
     times.aggregate += time.perf_counter() - t
@@ -275,18 +287,22 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         writer.write("faces", faces_df)
         writer.write("timeline", tl)
         writer.write("audience", au)
+        if cfg.output.save_embeddings and viewers.embeddings:
+            writer.embedding_dim = models.embedder.dim
+            writer.write("embeddings", embeddings_frame(viewers, models.embedder.name))
         if thumbs is not None:
-            for name, jpg in thumbs.files(tracked.ids, moment_seconds(au)).items():
+            for name, jpg in thumbs.files(tracked.ids, moment_seconds(au), viewers.viewer_of).items():
                 writer.add_file(name, jpg)
         row.update(status="ok", error=None, frames_sampled=frames_sampled, faces_detected=int(len(faces_df)),
-                   tracks=int(faces_df["track_id"].nunique()), processing_s=time.perf_counter() - t_start)
+                   tracks=int(faces_df["track_id"].nunique()), viewers=int(faces_df["viewer_id"].nunique()),
+                   processing_s=time.perf_counter() - t_start)
         writer.commit(row)
     except BaseException:
         writer.abort()
         raise
     times.write += time.perf_counter() - t
-    logger.info("%s: %d frames, %d faces, %d tracks in %.1f s", path.name, frames_sampled, len(faces_df),
-                row["tracks"], row["processing_s"])
+    logger.info("%s: %d frames, %d faces, %d tracks, %d viewers in %.1f s", path.name, frames_sampled,
+                len(faces_df), row["tracks"], row["viewers"], row["processing_s"])
     out = {**row, "video_id": video_id, "stage_s": times.as_dict()}
     if "decoder_peak_rss_mb" in decode_stats:
         out["decoder_peak_rss_mb"] = decode_stats["decoder_peak_rss_mb"]

@@ -26,11 +26,15 @@ __all__ = ["reuse", "settings_changes", "settings_fingerprint"]
 
 def settings_fingerprint(cfg: PipelineConfig, models: Models) -> dict:
     """What a video's results depend on besides its content: every setting that changes them
-    (:meth:`PipelineConfig.fingerprint`) and the sha256 of the emotion model's and the detector's weights. Stored in
+    (:meth:`PipelineConfig.fingerprint`) and the sha256 of the emotion model's, the detector's and (with
+    re-identification) the face embedder's weights. Stored in
     ``videos.settings`` (JSON) and ``videos.settings_sha256``; a re-run whose fingerprint differs re-analyses the
     video."""
-    return {"config": cfg.fingerprint(), "emotion_model_sha256": models.emotion.spec.sha256,
-            "detector_sha256": models.detector_sha256}
+    out = {"config": cfg.fingerprint(), "emotion_model_sha256": models.emotion.spec.sha256,
+           "detector_sha256": models.detector_sha256}
+    if models.embedder is not None:
+        out["embedder_sha256"] = models.embedder.sha256
+    return out
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -38,6 +38,7 @@ class StageTimes:
         decode_wait: time the loop waited for the next batch (decoding that did not overlap the other stages).
         detect, track, classify: the stages of :class:`FaceStages` (classify includes alignment and head pose).
         thumbnails: gathering report thumbnails.
+        reid: re-identification: face samples' crops during the loop, their embeddings and the clustering after.
         hash: sha256 of the input file (its ``video_id``).
         aggregate, write: per-second tables; Parquet and thumbnails written.
     """
@@ -48,6 +49,7 @@ class StageTimes:
     track: float = 0.0
     classify: float = 0.0
     thumbnails: float = 0.0
+    reid: float = 0.0
     hash: float = 0.0
     aggregate: float = 0.0
     write: float = 0.0

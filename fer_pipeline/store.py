@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TABLES = ("faces", "timeline", "audience", "videos")
+#: Written only when asked (``output.save_embeddings``); committed with the others, removed when not written.
+OPTIONAL_TABLES = ("embeddings",)
 
 
 def faces_schema(labels) -> pa.Schema:
@@ -50,7 +52,7 @@ def faces_schema(labels) -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema([("frame_index", pa.int64()), ("timestamp_s", pa.float64()), ("track_id", pa.int64()),
-                      ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32()),
+                      ("viewer_id", pa.int64()), ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32()),
                       ("det_score", pa.float32()), *[(f"p_{lab}", pa.float32()) for lab in labels],
                       ("emotion", pa.string()),
                       # head pose (degrees; fer_pipeline/headpose.py) and facing the camera within the limits
@@ -65,7 +67,7 @@ def faces_frame(faces: Faces, labels, attentive: np.ndarray) -> pd.DataFrame:
     import pandas as pd
 
     cols = {"frame_index": faces.frame_index, "timestamp_s": faces.timestamp_s, "track_id": faces.track_id,
-            "x1": faces.xyxy[:, 0], "y1": faces.xyxy[:, 1], "x2": faces.xyxy[:, 2], "y2": faces.xyxy[:, 3],
+            "viewer_id": faces.viewer_id, "x1": faces.xyxy[:, 0], "y1": faces.xyxy[:, 1], "x2": faces.xyxy[:, 2], "y2": faces.xyxy[:, 3],
             "det_score": faces.scores}
     cols.update({f"p_{lab}": faces.probs[:, j] for j, lab in enumerate(labels)})
     cols["emotion"] = np.asarray(labels, dtype=object)[faces.probs.argmax(1)] if len(faces) else \
@@ -79,7 +81,8 @@ def timeline_schema(labels) -> pa.Schema:
     """Schema of ``timeline`` (without ``video_id``)."""
     import pyarrow as pa
 
-    return pa.schema([("track_id", pa.int64()), ("second", pa.int64()), ("n_samples", pa.int64()),
+    return pa.schema([("track_id", pa.int64()), ("viewer_id", pa.int64()), ("second", pa.int64()),
+                      ("n_samples", pa.int64()),
                       *[(f"p_{lab}", pa.float32()) for lab in labels], ("emotion", pa.string()),
                       ("valence", pa.float32()), ("expressiveness", pa.float32()), ("attention", pa.float32())])
 
@@ -94,6 +97,25 @@ def audience_schema(labels) -> pa.Schema:
                       ("valence", pa.float32()), ("expressiveness", pa.float32()), ("attention", pa.float32())])
 
 
+def embeddings_schema(dim: int) -> pa.Schema:
+    """Schema of ``embeddings`` (written only with ``output.save_embeddings``): one row per embedded track, its
+    viewer, the embedder and the track's mean face embedding (``dim`` float32, unit L2 norm). Biometric data."""
+    import pyarrow as pa
+
+    return pa.schema([("viewer_id", pa.int64()), ("track_id", pa.int64()), ("backend", pa.string()),
+                      ("embedding", pa.list_(pa.float32(), dim))])
+
+
+def embeddings_frame(viewers, backend: str) -> pd.DataFrame:
+    """The ``embeddings`` rows of a :class:`~fer_pipeline.reid.ViewerAssignment`: each embedded track's viewer and
+    mean embedding."""
+    import pandas as pd
+
+    tids = sorted(viewers.embeddings)
+    return pd.DataFrame({"viewer_id": [viewers.viewer_of[t] for t in tids], "track_id": tids, "backend": backend,
+                         "embedding": [viewers.embeddings[t].astype(np.float32) for t in tids]})
+
+
 def videos_schema() -> pa.Schema:
     """Schema of ``videos`` (without ``video_id``)."""
     import pyarrow as pa
@@ -102,6 +124,7 @@ def videos_schema() -> pa.Schema:
         ("path", pa.string()), ("sha256", pa.string()), ("status", pa.string()), ("error", pa.string()),
         ("duration_s", pa.float64()), ("fps", pa.float64()), ("width", pa.int64()), ("height", pa.int64()),
         ("frames_sampled", pa.int64()), ("faces_detected", pa.int64()), ("tracks", pa.int64()),
+        ("viewers", pa.int64()),
         ("processing_s", pa.float64()), ("emotion_model", pa.string()), ("detector", pa.string()),
         ("pipeline_version", pa.string()), ("created_at", pa.timestamp("us", tz="UTC")),
         # what the results depend on (fer_pipeline.reuse.settings_fingerprint): a re-run with other settings,
@@ -156,6 +179,7 @@ class VideoWriter:
         self.stage.mkdir(parents=True, exist_ok=True)
         self._written: list[str] = []
         self._thumbs = False
+        self.embedding_dim = 0
 
     def _schema(self, table: str) -> pa.Schema:
         if table == "faces":
@@ -166,6 +190,8 @@ class VideoWriter:
             return audience_schema(self.labels)
         if table == "videos":
             return videos_schema()
+        if table == "embeddings":
+            return embeddings_schema(self.embedding_dim)
         raise ValueError(f"unknown table {table!r}; expected one of {TABLES}")
 
     def write(self, table: str, df: pd.DataFrame) -> None:
@@ -208,7 +234,7 @@ class VideoWriter:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.rmtree(dest, ignore_errors=True)
                 os.replace(self.stage / "thumbs", dest)
-            for table in TABLES:  # "videos" last: marks the video done
+            for table in OPTIONAL_TABLES + TABLES:  # "videos" last: marks the video done
                 dest = self.out / table / f"video_id={self.video_id}"
                 if table not in self._written:
                     shutil.rmtree(dest, ignore_errors=True)

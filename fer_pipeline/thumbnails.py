@@ -1,8 +1,8 @@
 """Report thumbnails gathered while a video is analysed: one frame per second of video and the best face crop per
 track, as JPEG bytes (frames are gone once their batch is done, so they are taken on the way).
 
-Which of them are saved is decided at the end (:meth:`Thumbnails.files`): the crops of the tracks that were kept,
-under their final ids, and the frames of the seconds the report shows as key moments.
+Which of them are saved is decided at the end (:meth:`Thumbnails.files`): the best crop of each viewer (over the
+tracks that were kept), and the frames of the seconds the report shows as key moments.
 """
 
 from __future__ import annotations
@@ -65,16 +65,21 @@ class Thumbnails:
                     if crop.size:
                         self._tracks[tid] = (size, jpeg(crop, 128, 85))
 
-    def files(self, track_ids: dict[int, int], seconds: Iterable[int]) -> dict[str, bytes]:
-        """The thumbnails to save: ``track-<final id>.jpg`` for each track kept (``track_ids``: tracker id -> final
-        id, :attr:`fer_pipeline.track.TrackResult.ids`; of several tracker ids merged into one, the best face) and
-        ``second-<s>.jpg`` for each of ``seconds`` that had a sampled frame."""
+    def files(self, track_ids: dict[int, int], seconds: Iterable[int],
+              viewer_of: dict[int, int] | None = None) -> dict[str, bytes]:
+        """The thumbnails to save: ``viewer-<viewer id>.jpg`` for each viewer, its best face over all its tracks
+        (``track_ids``: tracker id -> final track id, :attr:`fer_pipeline.track.TrackResult.ids`; ``viewer_of``:
+        final track id -> viewer id, each track its own viewer when None), and ``second-<s>.jpg`` for each of
+        ``seconds`` that had a sampled frame."""
         best: dict[int, tuple[float, bytes]] = {}
         for raw, v in self._tracks.items():
             final = track_ids.get(raw)
-            if final is not None and (final not in best or v[0] > best[final][0]):
-                best[final] = v
-        out = {f"track-{tid}.jpg": jpg for tid, (_, jpg) in best.items()}
+            if final is None:
+                continue
+            viewer = viewer_of.get(final, final) if viewer_of is not None else final
+            if viewer not in best or v[0] > best[viewer][0]:
+                best[viewer] = v
+        out = {f"viewer-{vid}.jpg": jpg for vid, (_, jpg) in best.items()}
         for sec in seconds:
             if sec in self._seconds:
                 out[f"second-{sec}.jpg"] = self._seconds[sec]

@@ -69,6 +69,7 @@ FACE_COLUMNS: dict[str, tuple[type, tuple[int, ...], float]] = {
     "scores": (np.float32, (), np.nan),
     "landmarks": (np.float32, (5, 2), np.nan),
     "track_id": (np.int64, (), -1),
+    "viewer_id": (np.int64, (), -1),
     "frame_index": (np.int64, (), -1),
     "timestamp_s": (np.float64, (), np.nan),
     "probs": (np.float32, (0,), np.nan),
@@ -79,7 +80,7 @@ FACE_COLUMNS: dict[str, tuple[type, tuple[int, ...], float]] = {
 @dataclass(frozen=True)
 class Faces:
     """Faces as columns of N rows (N may be 0, never ``None``), filled in stage by stage: the detector sets boxes,
-    scores and landmarks; the tracker ``track_id``; the stage loop the frame each face is in; the classifier
+    scores and landmarks; the tracker ``track_id``; re-identification ``viewer_id``; the stage loop the frame each face is in; the classifier
     ``probs``; head pose ``pose``. Modelled on supervision's ``Detections``; every column is a numpy array whose
     first axis is the face.
 
@@ -90,6 +91,7 @@ class Faces:
             corner ("left" = the subject's left as seen in the image's left half, i.e. image-left).
         track_id: ``(N,) int64`` identity across frames; -1 until a tracker confirms it (<= -2: provisional, see
             :meth:`fer_pipeline.track.Tracker.resolve`).
+        viewer_id: ``(N,) int64`` the person across tracks (:mod:`fer_pipeline.reid`); -1 until assigned.
         frame_index: ``(N,) int64`` index in the decoded stream of the frame the face is in; -1 unknown.
         timestamp_s: ``(N,) float64`` presentation time of that frame, seconds; NaN unknown.
         probs: ``(N, K) float32`` emotion probabilities over the model's K labels (rows sum to 1); ``(N, 0)``
@@ -104,6 +106,7 @@ class Faces:
     scores: np.ndarray
     landmarks: np.ndarray
     track_id: np.ndarray = field(default=None)  # type: ignore[assignment]
+    viewer_id: np.ndarray = field(default=None)  # type: ignore[assignment]
     frame_index: np.ndarray = field(default=None)  # type: ignore[assignment]
     timestamp_s: np.ndarray = field(default=None)  # type: ignore[assignment]
     probs: np.ndarray = field(default=None)  # type: ignore[assignment]

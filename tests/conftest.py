@@ -108,11 +108,14 @@ def no_face_video(tmp_path_factory) -> Path:
     return write_video(d / "no_face.mp4", frames, fps=10)
 
 
-def timeline_from_probs(rows, labels):
+def timeline_from_probs(rows, labels, viewers=None):
     """The ``timeline`` table that :func:`fer_pipeline.aggregate.timeline` makes from one face sample per row.
 
     ``rows``: ``(track_id, second, probs)`` with ``probs`` the sample's probabilities in ``labels`` order; the sample
     is put at ``second + 0.5`` s, so the timeline row has exactly these probabilities (``n_samples`` 1).
+    ``viewers``: ``{track_id: viewer_id}`` (re-identification); when given, a ``viewer_id`` column (int64) is put
+    right after ``track_id``, as the pipeline writes it (tracks missing from the mapping are their own viewer).
+    Without it the table is as written before re-identification (no ``viewer_id``).
     """
     import pandas as pd
 
@@ -121,4 +124,8 @@ def timeline_from_probs(rows, labels):
     pcols = prob_columns(labels)
     faces = pd.DataFrame([{"track_id": int(t), "timestamp_s": s + 0.5, **dict(zip(pcols, map(float, p)))}
                           for t, s, p in rows], columns=["track_id", "timestamp_s", *pcols])
-    return timeline(faces, labels)
+    tl = timeline(faces, labels)
+    if viewers is not None:
+        vid = [int(viewers.get(int(t), t)) for t in tl["track_id"]]
+        tl.insert(tl.columns.get_loc("track_id") + 1, "viewer_id", pd.Series(vid, index=tl.index, dtype="int64"))
+    return tl

@@ -102,7 +102,7 @@ def _group_clip(path: Path) -> Path:
 
 def _long_tables(video_id: str, seconds: int = 600, viewers: int = 8, seed: int = 0):
     """A 10-minute, multi-viewer timeline/audience pair made by the aggregate stage (one face sample per viewer and
-    second; attention drawn per row)."""
+    second; attention drawn per row; one track per viewer, ``viewer_id`` as the pipeline writes it)."""
     from fer_pipeline.aggregate import audience
 
     labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -114,7 +114,7 @@ def _long_tables(video_id: str, seconds: int = 600, viewers: int = 8, seed: int 
             if rng.random() < 0.03:
                 continue
             rows.append((t, s, rng.dirichlet(np.full(7, 0.6))))
-    tl = timeline_from_probs(rows, labels)
+    tl = timeline_from_probs(rows, labels, viewers={t: t for t in range(1, viewers + 1)})
     tl["attention"] = rng.choice([0.0, 0.4, 1.0, 1.0, 1.0], len(tl))
     return tl, audience(tl, labels, float(seconds))
 
@@ -146,7 +146,7 @@ def run(tmp_path_factory):
     video = {"video_id": "long-10min", "path": "/recordings/ten-minute-ad.mp4", "status": "ok", "duration_s": 600.0,
              "fps": 30.0, "width": 1280, "height": 720, "frames_sampled": 3000,
              "faces_detected": int(tl.n_samples.sum()),
-             "tracks": 8, "processing_s": 60.0, "emotion_model": "emotion-fer2013-vgg", "detector": "centerface",
+             "tracks": 8, "viewers": 8, "processing_s": 60.0, "emotion_model": "emotion-fer2013-vgg", "detector": "centerface",
              "pipeline_version": "0.1.0", "created_at": pd.Timestamp.now(tz="UTC")}
     long_report = render_video_report(video, tl, au, out / "reports" / "long-10min.html", model_card=card)
     return out, results, long_report
@@ -193,13 +193,20 @@ def test_video_reports_open_clean_and_escape_names(browser, run, tmp_path):
 
 
 def test_group_report_has_a_thumbnail_per_viewer_and_attention(browser, run):
+    from fer_pipeline.store import read_parts
+
     out, results, _ = run
     pg = Page(browser)
     try:
         pg.open(_report(out, results, "group-t1.mp4"))
         data = json.loads(pg.page.locator("#report-data").text_content())
         heat = data["heatmap"]
-        assert len(heat["tracks"]) >= 5
+        assert len(heat["viewers"]) >= 5
+        tl = read_parts(out / "timeline", results["group-t1.mp4"]["video_id"])
+        ids = tl["viewer_id"] if "viewer_id" in tl.columns else tl["track_id"]  # one row per viewer, not per track
+        assert heat["ids"] == sorted(heat["ids"], key=lambda v: (tl.loc[ids == v, "second"].min(), v))
+        assert sorted(heat["ids"]) == sorted(ids.unique().tolist())
+        assert heat["viewers"] == [f"Viewer {v}" for v in heat["ids"]]
         assert all(heat["thumbs"]), heat["thumbs"]
         shown = pg.page.evaluate("document.getElementById('chart-heatmap').layout.images.map(i => i.source)")
         assert shown == heat["thumbs"]

@@ -455,6 +455,9 @@ def test_insightface_missing_model(tmp_path):
     with pytest.raises(DetectorError, match="not found") as ei:
         build_detector("insightface", model_path=missing)
     assert str(missing) in str(ei.value) and "\n" not in str(ei.value)
+    with pytest.raises(DetectorError, match="model pack not found"):
+        InsightFaceDetector(pack="buffalo_l", root=tmp_path)
+    (tmp_path / "buffalo_l").mkdir()
     with pytest.raises(DetectorError, match=r"det_\*\.onnx"):
         InsightFaceDetector(pack="buffalo_l", root=tmp_path)
     with pytest.raises(DetectorError, match="model_path="):

@@ -46,10 +46,10 @@ def test_tables_have_documented_columns(run_dir, models):
     p = prob_columns(labels)
     assert all(r["status"] == "ok" for r in results.values()), results
     faces = pd.read_parquet(out / "faces")
-    assert list(faces.columns) == ["frame_index", "timestamp_s", "track_id", "x1", "y1", "x2", "y2", "det_score",
+    assert list(faces.columns) == ["frame_index", "timestamp_s", "track_id", "viewer_id", "x1", "y1", "x2", "y2", "det_score",
                                    *p, "emotion", "yaw", "pitch", "roll", "attentive", "video_id"]
     tl = pd.read_parquet(out / "timeline")
-    assert list(tl.columns) == ["track_id", "second", "n_samples", *p, "emotion", "valence", "expressiveness",
+    assert list(tl.columns) == ["track_id", "viewer_id", "second", "n_samples", *p, "emotion", "valence", "expressiveness",
                                 "attention", "video_id"]
     au = pd.read_parquet(out / "audience")
     assert list(au.columns) == ["second", "viewers", *p, *[f"share_{x}" for x in labels], "valence",
@@ -58,7 +58,7 @@ def test_tables_have_documented_columns(run_dir, models):
     assert tl.attention.between(0, 1).all() and au.attention.dropna().between(0, 1).all()
     vids = pd.read_parquet(out / "videos")
     assert {"video_id", "path", "sha256", "status", "error", "duration_s", "fps", "width", "height",
-            "frames_sampled", "faces_detected", "tracks", "processing_s", "emotion_model", "detector",
+            "frames_sampled", "faces_detected", "tracks", "viewers", "processing_s", "emotion_model", "detector",
             "pipeline_version", "created_at"} <= set(vids.columns)
     assert set(vids.video_id.astype(str)) == {r["video_id"] for r in results.values()}
 
@@ -86,14 +86,14 @@ def test_one_stable_track_for_single_viewer_clips(run_dir, name):
     assert len(faces) >= 0.9 * r["frames_sampled"]
 
 
-def test_every_track_has_a_face_thumbnail_and_frontal_viewers_are_attentive(run_dir):
+def test_every_viewer_has_a_face_thumbnail_and_frontal_viewers_are_attentive(run_dir):
     out, results = run_dir
     faces = pd.read_parquet(out / "faces")
     for r in results.values():
-        tracks = faces.loc[faces.video_id.astype(str) == r["video_id"], "track_id"].unique()
-        assert len(tracks) >= 1
-        for t in tracks:
-            thumb = out / "reports" / "thumbs" / r["video_id"] / f"track-{t}.jpg"
+        viewers = faces.loc[faces.video_id.astype(str) == r["video_id"], "viewer_id"].unique()
+        assert len(viewers) == r["viewers"] >= 1
+        for v in viewers:
+            thumb = out / "reports" / "thumbs" / r["video_id"] / f"viewer-{v}.jpg"
             assert thumb.is_file() and thumb.stat().st_size > 500, thumb
     # these clips show viewers facing the camera: nearly every face is attentive
     assert faces.attentive.mean() >= 0.9

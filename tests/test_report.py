@@ -22,6 +22,9 @@ from fer_pipeline.metrics import (
     peak_end,
     peak_trough,
     smiled_share,
+    viewer_seconds,
+    viewer_summary,
+    with_viewer_ids,
 )
 from fer_pipeline.report import (
     ensure_plotly_js,
@@ -69,6 +72,38 @@ def _timeline(video_id: str, seed: int = 0) -> pd.DataFrame:
     return tl
 
 
+REID_SPANS = {1: range(5), 2: range(11), 3: range(7, 12)}
+"""Tracks of :func:`_reid_timeline`: #1 and #3 are one person (viewer 1, never on screen together), #2 is viewer 2."""
+REID_VIEWERS = {1: 1, 2: 2, 3: 1}
+
+
+def _reid_timeline(video_id: str, seed: int = 0) -> pd.DataFrame:
+    """3 tracks of 2 viewers (:data:`REID_SPANS`, :data:`REID_VIEWERS`), with ``viewer_id`` as the pipeline writes it.
+
+    Track #1 smiles in second 2 and track #3 in second 8 (both viewer 1); track #2 (viewer 2) never does: 2 of 3
+    tracks but 1 of 2 viewers smiled at least once. Viewer 1 is seen in 10 seconds (0-4, 7-11), viewer 2 in 11.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    h = LABELS.index("happy")
+    for track, seconds in REID_SPANS.items():
+        for s in seconds:
+            p = rng.dirichlet(np.ones(len(LABELS)) * 0.8)
+            k = int(p.argmax()) if (track, s) in {(1, 2), (3, 8)} else int(p.argmin()) if p.argmax() == h else h
+            p[h], p[k] = p[k], p[h]
+            rows.append((track, s, p))
+    tl = timeline_from_probs(rows, LABELS, viewers=REID_VIEWERS)
+    tl.insert(0, "video_id", video_id)
+    return tl
+
+
+def _jpeg(path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (200, 120, 90)).save(path, format="JPEG")
+
+
 def _audience(tl: pd.DataFrame) -> pd.DataFrame:
     """:func:`fer_pipeline.aggregate.audience` of each video of ``tl`` (all ``DURATION_S`` long), with its
     ``video_id``."""
@@ -77,12 +112,16 @@ def _audience(tl: pd.DataFrame) -> pd.DataFrame:
 
 
 def _video_row(video_id: str, path: str, status: str = "ok", error: str | None = None, duration: float = 12.0,
-               tracks: int = 3) -> dict:
-    return {"video_id": video_id, "path": path, "sha256": "ab" * 32, "status": status, "error": error,
-            "duration_s": duration if status == "ok" else None, "fps": 29.97 if status == "ok" else None,
-            "width": 1280, "height": 720, "frames_sampled": 60, "faces_detected": 150, "tracks": tracks,
-            "processing_s": 4.2, "emotion_model": "emotion-vgg-fer2013.onnx", "detector": "centerface",
-            "pipeline_version": "0.1.0", "created_at": pd.Timestamp("2025-01-02 10:00:00", tz="UTC")}
+               tracks: int = 3, viewers: int | None = None) -> dict:
+    """A ``videos`` row; with ``viewers`` it has the ``viewers`` column of re-identification (else: an old row)."""
+    row = {"video_id": video_id, "path": path, "sha256": "ab" * 32, "status": status, "error": error,
+           "duration_s": duration if status == "ok" else None, "fps": 29.97 if status == "ok" else None,
+           "width": 1280, "height": 720, "frames_sampled": 60, "faces_detected": 150, "tracks": tracks,
+           "processing_s": 4.2, "emotion_model": "emotion-vgg-fer2013.onnx", "detector": "centerface",
+           "pipeline_version": "0.1.0", "created_at": pd.Timestamp("2025-01-02 10:00:00", tz="UTC")}
+    if viewers is not None:
+        row["viewers"] = viewers
+    return row
 
 
 def _write(df: pd.DataFrame, folder: Path) -> None:
@@ -105,6 +144,39 @@ def run_dir(tmp_path: Path) -> Path:
     ])
     _write(videos, out / "videos")
     return out
+
+
+@pytest.fixture()
+def reid_run_dir(tmp_path: Path) -> Path:
+    """An output folder written with re-identification: ``vid-r`` has 3 tracks of 2 viewers (``viewer_id`` in the
+    timeline, ``viewers`` in ``videos``) and viewer thumbnails (``viewer-<id>.jpg``) plus one key-moment frame."""
+    out = tmp_path / "out"
+    tl = _reid_timeline("vid-r", seed=3)
+    _write(tl, out / "timeline")
+    _write(_audience(tl), out / "audience")
+    _write(pd.DataFrame([_video_row("vid-r", "/data/recordings/two-people.mp4", tracks=3, viewers=2)]),
+           out / "videos")
+    for name in ("viewer-1.jpg", "viewer-2.jpg", "second-0.jpg"):
+        _jpeg(out / "reports" / "thumbs" / "vid-r" / name)
+    return out
+
+
+def _report_data(html: str) -> dict:
+    return json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html,
+                                re.DOTALL).group(1))
+
+
+def _viewer_table_rows(html: str) -> list[str]:
+    body = re.search(r'<table class="viewers">.*?<tbody>(.*?)</tbody>', html, re.DOTALL).group(1)
+    return re.findall(r"<tr>(.*?)</tr>", body, re.DOTALL)
+
+
+def _kpi(html: str, key: str) -> tuple[str, str]:
+    """``(value, detail)`` text of the headline card titled ``key``."""
+    m = re.search(rf'<div class="k">{re.escape(key)}</div>\s*<div class="v[^"]*">(.*?)</div>\s*'
+                  rf'<div class="d">(.*?)</div>', html, re.DOTALL)
+    assert m is not None, key
+    return m.group(1).strip(), m.group(2).strip()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -342,10 +414,12 @@ def test_render_all(run_dir: Path):
     assert data["labels"] == LABELS and data["seconds"] == list(range(12))
     assert data["viewers"] == [3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 1]
     assert data["lowRanges"] == [[11, 12]]
-    assert data["heatmap"]["tracks"] == ["#1", "#2", "#3"]
+    # tables without viewer_id (written before re-identification): each track is its own viewer
+    assert data["heatmap"]["viewers"] == ["Viewer 1", "Viewer 2", "Viewer 3"]
+    assert data["heatmap"]["ids"] == [1, 2, 3]
     tl = _timeline("vid-a", seed=1)
-    assert data["heatmap"]["z"][2][1] == LABELS.index("happy")  # track 3 smiled in second 1
-    assert data["heatmap"]["z"][2][4] is None  # track 3 gone after second 3
+    assert data["heatmap"]["z"][2][1] == LABELS.index("happy")  # track (viewer) 3 smiled in second 1
+    assert data["heatmap"]["z"][2][4] is None  # track (viewer) 3 gone after second 3
     assert data["mix"] == pytest.approx([round(tl[c].mean(), 4) for c in P], abs=1e-4)
 
 
@@ -458,3 +532,153 @@ def test_index_shows_the_whole_video_id(run_dir: Path):
     render_all(run_dir)
     idx = (run_dir / "index.html").read_text(encoding="utf-8")
     assert ">vid-evil</div>" in idx and ">vid-a</div>" in idx
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Viewers (re-identification): per-viewer figures count viewers, not tracks
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_viewer_ids_fill_in_for_old_tables():
+    tl = _timeline("v")
+    assert "viewer_id" not in tl.columns
+    filled = with_viewer_ids(tl)
+    assert list(filled.columns[:3]) == ["video_id", "track_id", "viewer_id"]  # right after track_id
+    assert filled["viewer_id"].dtype == np.int64 and (filled["viewer_id"] == filled["track_id"]).all()
+    reid = _reid_timeline("v")
+    assert with_viewer_ids(reid) is reid  # complete: the same frame
+    # parts read together with newer ones: all NaN = old (viewer := track); some NaN = ids of their own
+    assert with_viewer_ids(tl.assign(viewer_id=np.nan))["viewer_id"].tolist() == tl["track_id"].tolist()
+    part = reid.astype({"viewer_id": float})
+    part.loc[part.track_id == 2, "viewer_id"] = np.nan
+    ids = with_viewer_ids(part)
+    assert ids["viewer_id"].dtype == np.int64
+    assert set(ids.loc[ids.track_id == 2, "viewer_id"]) == {2} and set(ids.loc[ids.track_id != 2, "viewer_id"]) == {1}
+    part.loc[part.track_id == 3, "viewer_id"] = np.nan  # viewer 1's other track must not join another viewer
+    ids = with_viewer_ids(part)
+    assert ids.groupby("track_id")["viewer_id"].first().to_dict() == {1: 1, 2: 2, 3: 3}
+
+
+def test_headline_figures_count_viewers_not_tracks():
+    tl = _reid_timeline("v")
+    au = _audience(tl)
+    assert au["viewers"].max() == 2  # a viewer's tracks never overlap: at most 2 in any second
+    h = headline_figures(tl, au, duration_s=DURATION_S)
+    assert h["viewers"] == 2 and h["timeline_viewers"] == 2 and h["tracks"] == 3
+    assert h["smiled_share"] == 0.5 and h["smiled_viewers"] == 1  # per track it would be 2 of 3
+    assert smiled_share(tl) == 0.5
+    assert smiled_share(tl.drop(columns=["viewer_id"])) == pytest.approx(2 / 3)  # old tables: tracks are viewers
+    assert h["mean_valence"] == pytest.approx(tl["valence"].mean(), abs=1e-12)  # one row per viewer-second
+    assert headline_figures(tl, au, viewers=5)["viewers"] == 5  # the videos table's count wins when known
+    assert headline_figures(tl, au, viewers=float("nan"))["viewers"] == 2
+    # rebuilt audience counts viewers per second
+    assert headline_figures(tl, pd.DataFrame(), duration_s=DURATION_S)["peak_viewers"] == 2
+
+
+def test_viewer_summary_has_one_row_per_viewer():
+    vs = viewer_summary(_reid_timeline("v"))
+    assert vs["viewer_id"].tolist() == [2, 1]  # by seconds on screen: viewer 2 11 s, viewer 1 10 s
+    assert vs["tracks"].tolist() == [1, 2]
+    assert vs["seconds"].tolist() == [11, 10]
+    assert vs[["first_second", "last_second"]].values.tolist() == [[0, 10], [0, 11]]
+    assert vs["smiled"].tolist() == [False, True]
+    old = viewer_summary(_timeline("v"))
+    assert old["viewer_id"].tolist() == [1, 2, 3] and old["tracks"].tolist() == [1, 1, 1]
+
+
+def test_overlapping_rows_of_one_viewer_are_merged():
+    """Cannot happen by contract (a viewer's tracks never overlap), but must not count a viewer twice: the rows of a
+    viewer's second are merged by the mean of their probabilities, then argmax."""
+    p = np.zeros(len(LABELS))
+    hap, neu = LABELS.index("happy"), LABELS.index("neutral")
+    a, b, c = p.copy(), p.copy(), p.copy()
+    a[[hap, neu]] = [0.6, 0.4]
+    b[[hap, neu]] = [0.1, 0.9]
+    c[neu] = 1.0
+    tl = timeline_from_probs([(1, 0, a), (3, 0, b), (1, 1, c), (2, 0, c)], LABELS, viewers={1: 1, 3: 1, 2: 2})
+    vs = viewer_seconds(tl)
+    assert list(zip(vs.viewer_id, vs.second)) == [(1, 0), (1, 1), (2, 0)]
+    first = vs.iloc[0]
+    assert first["p_happy"] == pytest.approx(0.35) and first["emotion"] == "neutral"
+    assert first["valence"] == pytest.approx(0.35) and first["expressiveness"] == pytest.approx(0.35)
+    assert first["n_samples"] == 2 and first["track_id"] == 1
+    assert smiled_share(tl) == 0.0  # track 1's happy second is a neutral second of viewer 1
+    h = headline_figures(tl, pd.DataFrame(), duration_s=2.0)
+    assert h["viewers"] == 2 and h["tracks"] == 3 and h["peak_viewers"] == 2  # rebuilt audience: 2 in second 0
+    assert viewer_summary(tl)["seconds"].tolist() == [2, 1]
+
+
+def test_render_all_reidentified_viewers(reid_run_dir: Path):
+    render_all(reid_run_dir)
+    reports = reid_run_dir / "reports"
+    html = (reports / "vid-r.html").read_text(encoding="utf-8")
+    data = _report_data(html)
+    heat = data["heatmap"]
+    assert heat["viewers"] == ["Viewer 1", "Viewer 2"] and heat["ids"] == [1, 2]
+    assert heat["thumbs"] == ["thumbs/vid-r/viewer-1.jpg", "thumbs/vid-r/viewer-2.jpg"]
+    happy = LABELS.index("happy")
+    row = heat["z"][0]  # viewer 1: track 1 in seconds 0-4, track 3 in seconds 7-11
+    assert row[2] == happy and row[8] == happy and row[5] is None and row[6] is None
+    assert all(k is not None for k in row[:5] + row[7:])
+    assert heat["z"][1][11] is None and happy not in heat["z"][1]
+    assert data["viewers"] == [2, 2, 2, 2, 2, 1, 1, 2, 2, 2, 2, 1]  # audience: viewers per second
+
+    assert _kpi(html, "Viewers")[0] == "2"
+    value, detail = _kpi(html, "Smiled at least once")
+    assert value == "50%" and detail == "1 of 2 viewers"
+    rows = _viewer_table_rows(html)
+    assert len(rows) == 2
+    assert "Viewer 2" in rows[0] and "Viewer 1" in rows[1] and "2 tracks" in rows[1] and "tracks" not in rows[0]
+    assert 'src="thumbs/vid-r/viewer-1.jpg"' in html and 'src="thumbs/vid-r/viewer-2.jpg"' in html
+    for src in re.findall(r'src="(thumbs/[^"]+)"', html):
+        assert (reports / src).is_file(), src
+    assert "track-" not in html
+    assert re.search(r"<th>Faces detected</th><td>150 in 3 tracks</td>", html)
+    assert re.search(r"<th>Viewers</th><td>2</td>", html)
+    assert "joins the tracks" in html and "analysed before" not in html
+
+    idx = (reid_run_dir / "index.html").read_text(encoding="utf-8")
+    assert re.search(r'data-sort="2">2</td>', idx) and "50%" in idx
+    assert _kpi(idx, "Viewers")[0] == "2"
+
+
+def test_render_all_old_output_folder_counts_tracks_as_viewers(run_dir: Path):
+    """A folder written before re-identification (no viewer_id, no videos.viewers, track-<id>.jpg thumbnails)
+    renders as before: one viewer per track, each with its track's thumbnail."""
+    for name in ("track-1.jpg", "track-3.jpg", "second-0.jpg"):
+        _jpeg(run_dir / "reports" / "thumbs" / "vid-a" / name)
+    render_all(run_dir)
+    html = (run_dir / "reports" / "vid-a.html").read_text(encoding="utf-8")
+    heat = _report_data(html)["heatmap"]
+    assert heat["viewers"] == ["Viewer 1", "Viewer 2", "Viewer 3"]
+    assert heat["thumbs"] == ["thumbs/vid-a/track-1.jpg", None, "thumbs/vid-a/track-3.jpg"]
+    assert len(_viewer_table_rows(html)) == 3
+    assert _kpi(html, "Viewers")[0] == "3"
+    assert _kpi(html, "Smiled at least once") == ("67%", "2 of 3 viewers")
+    assert 'src="thumbs/vid-a/track-1.jpg"' in html
+    assert "analysed before viewers were re-identified" in html
+    assert re.search(r"<th>Faces detected</th><td>150 in 3 tracks</td>", html)
+    assert re.search(r"<th>Viewers</th><td>3 \(one per track: analysed before re-identification\)</td>", html)
+
+
+def test_viewer_thumbnail_falls_back_to_its_tracks(tmp_path: Path):
+    """Viewer thumbnails win; a viewer without one shows one of its own tracks' (never another viewer's)."""
+    tl = _reid_timeline("v")
+    au = _audience(tl)
+    thumbs = {"viewers": {2: "thumbs/v/viewer-2.jpg"}, "tracks": {3: "thumbs/v/track-3.jpg",
+                                                                 2: "thumbs/v/track-2.jpg"}}
+    html = render_video_report(_video_row("v", "/x/v.mp4", viewers=2), tl, au, tmp_path / "v.html",
+                               thumbnails=thumbs).read_text(encoding="utf-8")
+    assert _report_data(html)["heatmap"]["thumbs"] == ["thumbs/v/track-3.jpg", "thumbs/v/viewer-2.jpg"]
+    assert "track-2.jpg" not in html
+
+
+def test_saved_thumbnails_reads_viewer_track_and_second_files(tmp_path: Path):
+    from fer_pipeline.report import saved_thumbnails
+
+    for name in ("viewer-1.jpg", "viewer-12.jpg", "track-4.jpg", "second-3.jpg", "other-1.jpg", "viewer-x.jpg"):
+        _jpeg(tmp_path / "thumbs" / "v" / name)
+    assert saved_thumbnails(tmp_path, "v") == {
+        "viewers": {1: "thumbs/v/viewer-1.jpg", 12: "thumbs/v/viewer-12.jpg"},
+        "tracks": {4: "thumbs/v/track-4.jpg"}, "moments": {3: "thumbs/v/second-3.jpg"}}
+    assert saved_thumbnails(tmp_path, "missing") == {"viewers": {}, "tracks": {}, "moments": {}}

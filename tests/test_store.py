@@ -16,7 +16,7 @@ def _tables(seed):
     n = 20
     p = rng.dirichlet(np.ones(7), size=n).astype(np.float32)
     faces = pd.DataFrame({"frame_index": np.arange(n) * 6, "timestamp_s": np.arange(n) * 0.2,
-                          "track_id": np.ones(n, np.int64), "x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0,
+                          "track_id": np.ones(n, np.int64), "viewer_id": np.ones(n, np.int64), "x1": 1.0, "y1": 2.0, "x2": 30.0, "y2": 40.0,
                           "det_score": np.float32(0.9)})
     for j, lab in enumerate(LABELS):
         faces[f"p_{lab}"] = p[:, j]
@@ -45,7 +45,7 @@ def test_round_trip_two_videos(tmp_path):
         w.commit(_row(f"/v/{vid}.mp4"))
     tl = pd.read_parquet(tmp_path / "timeline")
     assert set(tl["video_id"].astype(str)) == {"a-0000000000", "b-1111111111"}
-    assert list(tl.columns[:3]) == ["track_id", "second", "n_samples"]
+    assert list(tl.columns[:4]) == ["track_id", "viewer_id", "second", "n_samples"]
     vids = read_table(tmp_path, "videos")
     assert sorted(vids.video_id) == ["a-0000000000", "b-1111111111"] and set(vids.status) == {"ok"}
     assert not (tmp_path / ".staging").exists()

@@ -32,6 +32,7 @@ from fer_pipeline.detect.base import (
     finalize_faces,
     register,
 )
+from fer_pipeline.fileutil import model_or_pack
 from fer_pipeline.types import Faces
 
 if TYPE_CHECKING:
@@ -61,18 +62,11 @@ def find_detection_model(model_path: str | Path | None = None, pack: str | None 
         DetectorError: nothing found (the message names the path looked at), or neither ``model_path`` nor ``pack``
             given.
     """
-    if model_path is not None:
-        p = Path(model_path).expanduser()
-        if not p.is_file():
-            raise DetectorError(f"InsightFace detection model not found: {p}")
-        if p.suffix.lower() != ".onnx":
-            raise DetectorError(f"InsightFace detection model must be an .onnx file: {p}")
-        return p
-    if not pack:
-        raise DetectorError("no InsightFace detection model configured: give model_path= (a det_*.onnx file) or "
-                            "pack= (a model-pack folder under root, e.g. 'buffalo_l')")
-    folder = Path(root).expanduser() / pack
-    found = sorted(folder.glob("det_*.onnx")) if folder.is_dir() else []
+    model, folder = model_or_pack(model_path, pack, root, "InsightFace detection model", DetectorError,
+                                  "a det_*.onnx file")
+    if model is not None:
+        return model
+    found = sorted(folder.glob("det_*.onnx"))
     if not found:
         raise DetectorError(f"no InsightFace detection model (det_*.onnx) in {folder} "
                             f"(model packs are not downloaded by this pipeline; unpack one there)")

@@ -134,10 +134,14 @@ def _model_card_summary(card: Mapping[str, Any] | None) -> dict[str, Any] | None
 
 
 def _chart_data(timeline: pd.DataFrame, audience: pd.DataFrame, head: dict[str, Any],
-                duration_s: float | None, track_thumbs: Mapping[str, str] | None = None) -> dict[str, Any]:
+                duration_s: float | None, viewer_thumbs: Mapping[int, str] | None = None) -> dict[str, Any]:
     """Everything the charts need, as plain lists (rounded to 4 decimals to keep the HTML small).
 
-    ``track_thumbs`` maps ``str(track_id)`` to a relative thumbnail path, shown beside the heatmap's rows."""
+    The heatmap has one row per viewer (``viewer_id``, all of that person's tracks; see
+    :func:`fer_pipeline.metrics.viewer_seconds`), ordered by first appearance: ``viewers`` (row labels),
+    ``ids`` (viewer ids), ``z`` (label index of the dominant emotion per second, ``None`` when not seen), ``p`` (its
+    probability) and ``thumbs``. ``viewer_thumbs`` maps ``viewer_id`` to a relative thumbnail path, shown beside the
+    heatmap's rows."""
     labels = head["labels"]
     colors = label_colors(labels)
     last = int(audience["second"].max()) if not audience.empty else -1
@@ -159,25 +163,27 @@ def _chart_data(timeline: pd.DataFrame, audience: pd.DataFrame, head: dict[str, 
     thr = head["low_confidence_threshold"]
     low = [0 < v < thr for v in viewers]
 
-    heat: dict[str, Any] = {"tracks": [], "z": [], "p": [], "thumbs": []}
-    if not timeline.empty and labels:
-        tl = timeline
-        order = (tl.groupby("track_id")["second"].min().reset_index().sort_values(["second", "track_id"])["track_id"])
+    heat: dict[str, Any] = {"viewers": [], "ids": [], "z": [], "p": [], "thumbs": []}
+    if not timeline.empty and labels and "track_id" in timeline.columns:
+        tl = metrics.viewer_seconds(timeline)
+        vcol = metrics.VIEWER_ID
+        order = [int(v) for v in tl.groupby(vcol)["second"].min().reset_index()
+                 .sort_values(["second", vcol], kind="stable")[vcol]]
         label_index = {x: i for i, x in enumerate(labels)}
         pos = {s: i for i, s in enumerate(seconds)}
         probs = tl[[PROB_PREFIX + x for x in labels]].to_numpy(float)
         emo = tl["emotion"].astype(object).to_numpy() if "emotion" in tl.columns else dominant_emotion(probs, labels)
-        z = {t: [None] * len(seconds) for t in order}
-        p = {t: [None] * len(seconds) for t in order}
-        for i, (t, s, e) in enumerate(zip(tl["track_id"].to_numpy(), tl["second"].to_numpy(), emo)):
+        z: dict[int, list[int | None]] = {v: [None] * len(seconds) for v in order}
+        p: dict[int, list[float | None]] = {v: [None] * len(seconds) for v in order}
+        for i, (v, s, e) in enumerate(zip(tl[vcol].to_numpy(), tl["second"].to_numpy(), emo)):
             j = pos.get(int(s))
             if j is None or e not in label_index:
                 continue
             k = label_index[e]
-            z[t][j] = k
-            p[t][j] = None if math.isnan(probs[i, k]) else round(float(probs[i, k]), 3)
-        heat = {"tracks": [f"#{_clean(t)}" for t in order], "z": [z[t] for t in order], "p": [p[t] for t in order],
-                "thumbs": [(track_thumbs or {}).get(str(_clean(t))) for t in order]}
+            z[int(v)][j] = k
+            p[int(v)][j] = None if math.isnan(probs[i, k]) else round(float(probs[i, k]), 3)
+        heat = {"viewers": [f"Viewer {v}" for v in order], "ids": order, "z": [z[v] for v in order],
+                "p": [p[v] for v in order], "thumbs": [(viewer_thumbs or {}).get(v) for v in order]}
 
     return {
         "labels": labels,
@@ -203,9 +209,12 @@ def _chart_data(timeline: pd.DataFrame, audience: pd.DataFrame, head: dict[str, 
     }
 
 
-def _thumbnail_refs(thumbnails: Mapping[str, Any] | None) -> tuple[dict[str, str], dict[int, str]]:
-    """``({str(track_id): ref}, {second: ref})`` from ``{"tracks": ..., "moments": ...}``, relative refs only."""
+def _thumbnail_refs(thumbnails: Mapping[str, Any] | None
+                    ) -> tuple[dict[str, str], dict[str, str], dict[int, str]]:
+    """``({str(viewer_id): ref}, {str(track_id): ref}, {second: ref})`` from ``{"viewers": ..., "tracks": ...,
+    "moments": ...}``, relative refs only."""
     thumbs = thumbnails or {}
+    viewer_thumbs = {str(k): r for k, v in (thumbs.get("viewers") or {}).items() if (r := relative_ref(v))}
     track_thumbs = {str(k): r for k, v in (thumbs.get("tracks") or {}).items() if (r := relative_ref(v))}
     moment_thumbs: dict[int, str] = {}
     for k, v in (thumbs.get("moments") or {}).items():
@@ -215,10 +224,25 @@ def _thumbnail_refs(thumbnails: Mapping[str, Any] | None) -> tuple[dict[str, str
                 moment_thumbs[int(float(k))] = r
         except (TypeError, ValueError):
             logger.warning("ignoring moment thumbnail with non-numeric second %r", k)
-    dropped = sum(len(thumbs.get(k) or {}) for k in ("tracks", "moments")) - len(track_thumbs) - len(moment_thumbs)
+    dropped = (sum(len(thumbs.get(k) or {}) for k in ("viewers", "tracks", "moments"))
+               - len(viewer_thumbs) - len(track_thumbs) - len(moment_thumbs))
     if dropped:
         logger.warning("ignored %d thumbnail(s) that were not relative paths", dropped)
-    return track_thumbs, moment_thumbs
+    return viewer_thumbs, track_thumbs, moment_thumbs
+
+
+def _viewer_thumbs(timeline: pd.DataFrame, viewer_thumbs: Mapping[str, str],
+                   track_thumbs: Mapping[str, str]) -> dict[int, str]:
+    """``{viewer_id: ref}``: the viewer's own thumbnail (``viewer-<id>.jpg``), else that of the first of its tracks
+    that has one (``track-<id>.jpg``: output folders written before re-identification, where each track is its own
+    viewer)."""
+    out: dict[int, str] = {}
+    for vid, tracks in metrics.viewer_tracks(timeline).items():
+        ref = viewer_thumbs.get(str(vid)) or next((track_thumbs[str(t)] for t in tracks if str(t) in track_thumbs),
+                                                  None)
+        if ref:
+            out[vid] = ref
+    return out
 
 
 def _moments(km: Mapping[str, Any], moment_thumbs: Mapping[int, str]) -> list[dict[str, Any]]:
@@ -246,8 +270,9 @@ def video_context(video: Mapping[str, Any], timeline: pd.DataFrame | None, audie
         timeline: the video's ``timeline`` rows (may be ``None`` or empty).
         audience: the video's ``audience`` rows (may be ``None`` or empty: rebuilt from ``timeline``).
         model_card: the emotion model's card, summarised when given.
-        thumbnails: ``{"tracks": {track_id: ref}, "moments": {second: ref}}``; refs that are not relative paths are
-            ignored (logged).
+        thumbnails: ``{"viewers": {viewer_id: ref}, "tracks": {track_id: ref}, "moments": {second: ref}}``; a
+            viewer without its own thumbnail shows that of one of its tracks (output folders written before
+            re-identification have track thumbnails only); refs that are not relative paths are ignored (logged).
 
     Returns:
         ``(context, headline)``: ``context`` has every variable of ``video.html.j2`` (``chart_json`` is escaped
@@ -260,20 +285,26 @@ def video_context(video: Mapping[str, Any], timeline: pd.DataFrame | None, audie
     video = {k: _clean(v) for k, v in dict(video).items()}
     duration = video.get("duration_s")
     duration = float(duration) if isinstance(duration, (int, float)) else None
+    # tables written before re-identification have neither: each track is then its own viewer
+    reidentified = video.get("viewers") is not None or (
+        timeline is not None and metrics.VIEWER_ID in timeline.columns
+        and bool(timeline[metrics.VIEWER_ID].notna().any()))
     timeline, audience = metrics.prepare_tables(timeline, audience, duration)
-    head = metrics.headline_figures(timeline, audience, duration_s=duration)
-    track_thumbs, moment_thumbs = _thumbnail_refs(thumbnails)
+    head = metrics.headline_figures(timeline, audience, duration_s=duration, viewers=video.get("viewers"))
+    viewer_refs, track_refs, moment_thumbs = _thumbnail_refs(thumbnails)
+    thumbs = _viewer_thumbs(timeline, viewer_refs, track_refs)
 
     viewers = metrics.viewer_summary(timeline)
     viewer_rows = []
     for row in viewers.head(MAX_VIEWER_ROWS).itertuples(index=False):
-        tid = _clean(row.track_id)
+        vid = _clean(row.viewer_id)
         viewer_rows.append({
-            "track_id": tid, "first": _clean(row.first_second), "last": _clean(row.last_second),
+            "viewer_id": vid, "tracks": _clean(row.tracks),
+            "first": _clean(row.first_second), "last": _clean(row.last_second),
             "seconds": _clean(row.seconds), "valence": _clean(row.valence),
             "expressiveness": _clean(row.expressiveness), "attention": _clean(row.attention),
             "smiled": bool(row.smiled),
-            "emotion": _clean(row.emotion), "thumb": track_thumbs.get(str(tid)),
+            "emotion": _clean(row.emotion), "thumb": thumbs.get(vid) if vid is not None else None,
         })
 
     moments = _moments(metrics.key_moments(audience), moment_thumbs)
@@ -297,9 +328,10 @@ def video_context(video: Mapping[str, Any], timeline: pd.DataFrame | None, audie
         "frames": frames,
         "viewers": viewer_rows,
         "viewers_total": len(viewers),
+        "reidentified": reidentified,
         "has_data": not audience.empty,
         "card": _model_card_summary(model_card),
-        "chart_json": json_for_script(_chart_data(timeline, audience, head, duration, track_thumbs)),
+        "chart_json": json_for_script(_chart_data(timeline, audience, head, duration, thumbs)),
         "plotly_src": PLOTLY_JS_NAME,
         "generated": _now(),
         "hook_s": metrics.HOOK_S,
@@ -350,7 +382,9 @@ def index_context(videos: pd.DataFrame, reports: Mapping[str, str],
                              "reason": _first_line(v.get("error")) or "no reason recorded"})
             continue
         h = headlines.get(vid, {})
-        viewers = h.get("viewers", v.get("tracks"))
+        viewers = h.get("viewers")
+        if viewers is None:  # no headline: the videos table's count (distinct tracks before re-identification)
+            viewers = v.get("viewers") if v.get("viewers") is not None else v.get("tracks")
         duration = v.get("duration_s")
         total_duration += float(duration) if isinstance(duration, (int, float)) else 0.0
         total_viewers += int(viewers) if isinstance(viewers, (int, float)) else 0

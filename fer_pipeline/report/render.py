@@ -62,14 +62,19 @@ def render_video_report(video: dict, timeline: pd.DataFrame, audience: pd.DataFr
 
     Args:
         video: one row of the ``videos`` table as a dict (``video_id``, ``path``, ``status``, ``duration_s`` in
-            seconds, ``fps`` in Hz, ``width``/``height`` in pixels, ``processing_s`` in seconds, ...). Missing keys
-            are shown as "—".
-        timeline: the video's ``timeline`` rows (track x second); may be empty (no faces).
+            seconds, ``fps`` in Hz, ``width``/``height`` in pixels, ``processing_s`` in seconds, ``tracks`` and
+            ``viewers`` (distinct track and viewer ids; ``viewers`` absent before re-identification), ...). Missing
+            keys are shown as "—".
+        timeline: the video's ``timeline`` rows (track x second, with ``viewer_id``: every per-viewer figure is per
+            viewer; tables without it, written before re-identification, count each track as a viewer); may be empty
+            (no faces).
         audience: the video's ``audience`` rows (per second); may be empty (then rebuilt from ``timeline``).
         out_path: the HTML file to write, e.g. ``OUT/reports/<video_id>.html``.
         model_card: the emotion model's card (name, labels, metrics); a summary is shown when given.
-        thumbnails: ``{"tracks": {track_id: "rel/path.jpg"}, "moments": {second: "rel/path.jpg"}}``, paths relative
-            to ``out_path``'s folder; absolute paths and URLs are ignored (they would break the offline guarantee).
+        thumbnails: ``{"viewers": {viewer_id: "rel/path.jpg"}, "tracks": {track_id: "rel/path.jpg"},
+            "moments": {second: "rel/path.jpg"}}`` (as :func:`saved_thumbnails` returns), paths relative to
+            ``out_path``'s folder; absolute paths and URLs are ignored (they would break the offline guarantee). A
+            viewer without a thumbnail of its own shows that of one of its tracks (old output folders).
             The key moments (:func:`fer_pipeline.metrics.key_moments`) show their second's frame; the other
             moment frames are shown in a gallery under them.
 
@@ -93,7 +98,7 @@ def render_index(videos: pd.DataFrame, out_path: Path, reports: dict[str, str],
         reports: ``{video_id: href}`` of the rendered reports, relative to ``out_path``'s folder
             (e.g. ``"reports/<video_id>.html"``). Videos without an entry are listed without a link.
         headlines: ``{video_id: headline_figures(...)}``; when absent, only the ``videos`` columns are shown
-            (``tracks`` as viewers, duration).
+            (``viewers``, or ``tracks`` in tables written before re-identification, and duration).
         report_errors: ``{video_id: message}`` for ok videos whose report could not be rendered.
 
     Returns:
@@ -111,30 +116,29 @@ def render_index(videos: pd.DataFrame, out_path: Path, reports: dict[str, str],
 
 
 def saved_thumbnails(reports_dir: Path, video_id: str) -> dict[str, dict[int, str]]:
-    """Thumbnails the pipeline saved for a video (``reports/thumbs/<video_id>/track-<id>.jpg`` and
-    ``second-<s>.jpg``).
+    """Thumbnails the pipeline saved for a video: ``reports/thumbs/<video_id>/viewer-<id>.jpg`` (a viewer's best
+    face), ``second-<s>.jpg`` (key-moment frames) and, in output folders written before re-identification,
+    ``track-<id>.jpg`` (a track's best face; the report then shows it for the viewer of that track).
 
     Args:
         reports_dir: the run's ``reports`` folder.
         video_id: the video.
 
     Returns:
-        ``{"tracks": {track_id: ref}, "moments": {second: ref}}``, refs relative to ``reports_dir`` (both empty when
-        the video has no thumbnail folder), in the form :func:`render_video_report` takes.
+        ``{"viewers": {viewer_id: ref}, "tracks": {track_id: ref}, "moments": {second: ref}}``, refs relative to
+        ``reports_dir`` (all empty when the video has no thumbnail folder), in the form :func:`render_video_report`
+        takes.
     """
     folder = reports_dir / "thumbs" / video_id
-    thumbs: dict[str, dict[int, str]] = {"tracks": {}, "moments": {}}
+    thumbs: dict[str, dict[int, str]] = {"viewers": {}, "tracks": {}, "moments": {}}
     if not folder.is_dir():
         return thumbs
+    kinds = {"viewer": "viewers", "track": "tracks", "second": "moments"}
     for f in sorted(folder.glob("*.jpg")):
         kind, _, num = f.stem.partition("-")
-        if not num.isdigit():
+        if not num.isdigit() or kind not in kinds:
             continue
-        rel = f"thumbs/{video_id}/{f.name}"
-        if kind == "track":
-            thumbs["tracks"][int(num)] = rel
-        elif kind == "second":
-            thumbs["moments"][int(num)] = rel
+        thumbs[kinds[kind]][int(num)] = f"thumbs/{video_id}/{f.name}"
     return thumbs
 
 
