@@ -89,6 +89,9 @@ class TrackConfig(_Section):
     max_lost_s: float = Field(1.0, ge=0, description="seconds a lost track is kept for re-association")
     min_track_s: float = Field(1.0, ge=0, description="tracks spanning less than this many seconds are dropped "
                                "as noise")
+    cut_threshold: float = Field(45.0, ge=0, description="shot cuts end every track: mean absolute gray difference "
+                                 "(0-255) between consecutive samples' thumbnails above which a cut is declared "
+                                 "(fer_pipeline/cuts.py; 0 = off)")
 
 
 class ClassifyConfig(_Section):

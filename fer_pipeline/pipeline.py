@@ -29,6 +29,7 @@ from fer_pipeline import __version__, interrupt
 from fer_pipeline.config import PipelineConfig
 from fer_pipeline.errors import OutputError, is_disk_full, one_line
 from fer_pipeline.fileutil import make_video_id, sha256_file
+from fer_pipeline.cuts import CutDetector
 from fer_pipeline.decode import decode_ahead
 from fer_pipeline.headpose import is_attentive
 from fer_pipeline.models import Models
@@ -238,7 +239,8 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     pending_tracker = pool.submit(build_tracker, cfg.track)
     pool.submit(_import_output_modules)
     pool.shutdown(wait=False)
-    stages = FaceStages(models.detector, pending_tracker.result, models.emotion, times)
+    stages = FaceStages(models.detector, pending_tracker.result, models.emotion, times,
+                        CutDetector(cfg.track.cut_threshold))
     thumbs = Thumbnails() if cfg.output.thumbnails else None
     samples = TrackSamples(models.embedder, cfg.reid.samples_per_track) if models.embedder is not None else None
 

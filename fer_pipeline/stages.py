@@ -19,6 +19,7 @@ import numpy as np
 
 from fer_pipeline.align import align_faces
 from fer_pipeline.classify import EmotionModel
+from fer_pipeline.cuts import CutDetector
 from fer_pipeline.detect.base import FaceDetector
 from fer_pipeline.headpose import head_pose
 from fer_pipeline.track import Tracker
@@ -85,15 +86,17 @@ class FaceStages:
             that building it, e.g. in a helper thread, overlaps that detection).
         emotion: the emotion model (its spec gives the alignment template, input size and colour).
         times: where stage times are summed.
+        cuts: shot-cut detection before tracking (a cut ends every track); none by default.
 
     Call it with each batch in time order; :meth:`Tracker.finish` of :attr:`tracker` ends the video.
     """
 
     def __init__(self, detector: FaceDetector, tracker: Tracker | Callable[[], Tracker], emotion: EmotionModel,
-                 times: StageTimes | None = None) -> None:
+                 times: StageTimes | None = None, cuts: CutDetector | None = None) -> None:
         self.detector = detector
         self._tracker = tracker
         self.emotion = emotion
+        self.cuts = cuts if cuts is not None else CutDetector(0)
         self.times = times if times is not None else StageTimes()
         spec = emotion.spec
         self._template, self._hw, self._gray = spec.template, tuple(spec.input_hw), spec.color == "gray"
@@ -121,7 +124,11 @@ class FaceStages:
         tracker = self.tracker  # after the first batch's detection: see the class docstring
 
         t = time.perf_counter()
-        per_frame = [tracker.update(f, float(ts)) for f, ts in zip(dets, batch.timestamp_s)]
+        per_frame = []
+        for frame, f, ts in zip(batch.frames, dets, batch.timestamp_s):
+            if self.cuts(frame):
+                tracker.cut()
+            per_frame.append(tracker.update(f, float(ts)))
         times.track += time.perf_counter() - t
 
         t = time.perf_counter()

@@ -52,7 +52,8 @@ def faces_schema(labels) -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema([("frame_index", pa.int64()), ("timestamp_s", pa.float64()), ("track_id", pa.int64()),
-                      ("viewer_id", pa.int64()), ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()), ("y2", pa.float32()),
+                      ("viewer_id", pa.int64()), ("x1", pa.float32()), ("y1", pa.float32()), ("x2", pa.float32()),
+                      ("y2", pa.float32()),
                       ("det_score", pa.float32()), *[(f"p_{lab}", pa.float32()) for lab in labels],
                       ("emotion", pa.string()),
                       # head pose (degrees; fer_pipeline/headpose.py) and facing the camera within the limits
@@ -67,7 +68,8 @@ def faces_frame(faces: Faces, labels, attentive: np.ndarray) -> pd.DataFrame:
     import pandas as pd
 
     cols = {"frame_index": faces.frame_index, "timestamp_s": faces.timestamp_s, "track_id": faces.track_id,
-            "viewer_id": faces.viewer_id, "x1": faces.xyxy[:, 0], "y1": faces.xyxy[:, 1], "x2": faces.xyxy[:, 2], "y2": faces.xyxy[:, 3],
+            "viewer_id": faces.viewer_id, "x1": faces.xyxy[:, 0], "y1": faces.xyxy[:, 1], "x2": faces.xyxy[:, 2],
+            "y2": faces.xyxy[:, 3],
             "det_score": faces.scores}
     cols.update({f"p_{lab}": faces.probs[:, j] for j, lab in enumerate(labels)})
     cols["emotion"] = np.asarray(labels, dtype=object)[faces.probs.argmax(1)] if len(faces) else \

@@ -46,6 +46,9 @@ class Tracker(ABC):
     def reset(self) -> None:
         """Forget all tracks (call between videos)."""
 
+    def cut(self) -> None:
+        """End every track now (a shot cut): later faces start new tracks, whose ids continue those given so far."""
+
     def resolve(self, track_id: np.ndarray) -> np.ndarray:
         """Final ids for ids returned earlier by :meth:`update`: provisional ids (<= -2, given to a face that starts
         a track before the track is confirmed) become the track's id once confirmed, or -1 if it never was."""
@@ -120,6 +123,9 @@ class ByteTrack(Tracker):
                             track_activation_threshold=activation_threshold, minimum_consecutive_frames=1,
                             minimum_iou_threshold=min_iou, high_conf_det_threshold=high_conf_threshold)
         self.reset()
+
+    def cut(self) -> None:
+        self._tracker.tracks = []  # ids keep counting; unconfirmed tracks die (resolve() gives their faces -1)
 
     def reset(self) -> None:
         from trackers import ByteTrackTracker

@@ -80,9 +80,9 @@ FACE_COLUMNS: dict[str, tuple[type, tuple[int, ...], float]] = {
 @dataclass(frozen=True)
 class Faces:
     """Faces as columns of N rows (N may be 0, never ``None``), filled in stage by stage: the detector sets boxes,
-    scores and landmarks; the tracker ``track_id``; re-identification ``viewer_id``; the stage loop the frame each face is in; the classifier
-    ``probs``; head pose ``pose``. Modelled on supervision's ``Detections``; every column is a numpy array whose
-    first axis is the face.
+    scores and landmarks; the tracker ``track_id``; re-identification ``viewer_id``; the stage loop the frame each
+    face is in; the classifier ``probs``; head pose ``pose``. Modelled on supervision's ``Detections``; every column
+    is a numpy array whose first axis is the face.
 
     Attributes:
         xyxy: ``(N, 4) float32`` boxes ``x1, y1, x2, y2`` in original-frame pixels.

@@ -126,3 +126,27 @@ def test_constraints_overlap_and_unreliable_samples():
     assert v[4] not in (v[1], v[2], v[3])  # unreliable: its own viewer rather than a wrong merge
     assert sorted(set(v.values())) == [1, 2, 3] and v[1] == 1  # numbered by first appearance
     assert assign_viewers(spans, samples, None).viewer_of == {1: 1, 2: 2, 3: 3, 4: 4}
+
+
+def test_cuts_end_tracks_and_people_keep_their_viewer_across_shots(cfg, models, tmp_path):
+    """Edited footage: hard cuts between the woman, the man and the woman again, faces at about the same place in
+    the frame (the tracker alone would carry one id across the cuts)."""
+    woman = _frames(VIDEOS / "WolfgangLanger_Pexels.mp4", 2)
+    man = _frames(VIDEOS / "single_face.mp4", 3)
+    seq = woman[:25] + (man + man[::-1])[:25] + woman[100:125]
+    clip = write_video(tmp_path / "cuts.mp4", np.stack(seq), 10)
+    r = analyze_video(clip, tmp_path / "out", cfg, models)
+    tr = _tracks(tmp_path / "out").sort_values("t0")
+    assert r["tracks"] == 3 and (tr.t1 - tr.t0 < 2.6).all(), tr  # no track runs across a cut
+    assert tr.viewer.tolist() == [1, 2, 1] and r["viewers"] == 2
+
+
+def test_cut_detector_on_real_frames():
+    from fer_pipeline.cuts import CutDetector
+
+    woman = _frames(VIDEOS / "WolfgangLanger_Pexels.mp4", 5)[:8]
+    man = _frames(VIDEOS / "single_face.mp4", 5)[:4]
+    d = CutDetector()
+    assert [d(f) for f in woman + man] == [False] * 8 + [True, False, False, False]
+    off = CutDetector(0)
+    assert not any(off(f) for f in woman + man)

@@ -78,3 +78,14 @@ def test_built_from_its_config_section():
     t = build_tracker(TrackConfig(max_lost_s=2.0, min_iou=0.3))
     assert isinstance(t, ByteTrack)
     assert t._kwargs["lost_track_buffer"] == 60 and t._kwargs["minimum_iou_threshold"] == 0.3
+
+
+def test_a_cut_ends_every_track_and_ids_keep_counting():
+    t = ByteTrack()
+    before = _run(t, [[(100, 100, 200, 200)]] * 6)
+    t.cut()
+    after = [t.update(_faces([(100, 100, 200, 200)]), 2.0 + i / 5) for i in range(6)]
+    after = Faces.concat([f.with_columns(timestamp_s=np.full(len(f), 2.0 + i / 5)) for i, f in enumerate(after)])
+    res = t.finish(Faces.concat([before, after]), min_track_s=0.5, sample_period_s=0.2)
+    assert set(res.faces.track_id.tolist()) == {1, 2}  # the same place, but a new track after the cut
+    assert (res.faces.track_id[res.faces.timestamp_s >= 2.0] == 2).all()
