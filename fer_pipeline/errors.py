@@ -49,6 +49,14 @@ class OutputError(OSError):
         """The error for a full file system (or quota) under ``out_dir``."""
         return cls(f"no space left on device: {out_dir}", out_dir)
 
+    @classmethod
+    def from_os_error(cls, e: OSError, out_dir: str | Path) -> OutputError:
+        """The error for ``e``, met while writing under ``out_dir``: :meth:`disk_full` when it says the file system
+        is full (:func:`is_disk_full`), else "cannot write to the output folder OUT: <reason>"."""
+        if is_disk_full(e):
+            return cls.disk_full(out_dir)
+        return cls(f"cannot write to the output folder {out_dir}: {one_line(e)}", out_dir)
+
 
 class DamagedOutputError(ValueError):
     """Parquet files of the output folder cannot be read (overwritten, truncated, not Parquet).

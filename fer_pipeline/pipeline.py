@@ -164,7 +164,7 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
         lock = claim(out_dir, video_id, wait=lambda owner: logger.warning(
             "waiting for %s: another run (%s) is analysing it", path, owner))
     except OSError as e:
-        raise _output_error(e, out_dir) from e
+        raise OutputError.from_os_error(e, out_dir) from e
     with lock:
         try:
             models = models or Models.load(cfg)
@@ -199,12 +199,6 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
             return {**row, "video_id": video_id, "stage_s": times.as_dict(), "note": None}
 
 
-def _output_error(e: OSError, out_dir: Path) -> OutputError:
-    if is_disk_full(e):
-        return OutputError.disk_full(out_dir)
-    return OutputError(f"cannot write to the output folder {out_dir}: {one_line(e)}", out_dir)
-
-
 def _commit_failed(out_dir: Path, video_id: str, row: dict, models: Models | None) -> None:
     """Write a failed video's ``videos`` row, with empty parts of the other tables (so that an output folder of
     only failures reads as empty tables with their columns; not possible when the model, hence its labels, could
@@ -221,7 +215,7 @@ def _commit_failed(out_dir: Path, video_id: str, row: dict, models: Models | Non
             w.abort()
             raise
     except OSError as e:
-        raise _output_error(e, out_dir) from e
+        raise OutputError.from_os_error(e, out_dir) from e
 
 
 def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: Models, row: dict,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -54,13 +54,10 @@ class StageTimes:
     hash: float = 0.0
     aggregate: float = 0.0
     write: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        """``{stage: seconds}`` rounded to ms (``extra``'s entries included)."""
-        out = {k: round(v, 3) for k, v in vars(self).items() if k != "extra"}
-        out.update({k: round(v, 3) for k, v in self.extra.items()})
-        return out
+        """``{stage: seconds}`` rounded to ms."""
+        return {k: round(v, 3) for k, v in vars(self).items()}
 
 
 def timed_batches(batches: Iterator[FrameBatch], times: StageTimes) -> Iterator[FrameBatch]:

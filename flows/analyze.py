@@ -111,7 +111,7 @@ def analyze_folder(paths: list[str], out_dir: str, config: dict | None = None, f
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         clean_staging(out_dir)
     except OSError as e:
-        reason = str(OutputError.disk_full(out_dir)) if is_disk_full(e) else f"cannot write to {out_dir}: {e}"
+        reason = str(OutputError.from_os_error(e, out_dir))
         return [{"path": str(v), "video_id": Path(v).name, "status": "aborted", "error": reason} for v in videos]
     futures = [analyze_video_task.submit(str(v), out_dir, cfg_json, force, progress, prestarted if i == 0 else None)
                for i, v in enumerate(videos)]
