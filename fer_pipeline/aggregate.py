@@ -146,9 +146,10 @@ def emotion_labels(columns: Iterable[str]) -> list[str]:
 
     Returns:
         Label names without the prefix, e.g. ``["angry", ..., "neutral"]``; empty if there is no ``p_*`` column.
+        The confidence-interval columns of the study tables (``p_<label>_ci_low`` / ``_ci_high``) are not labels.
     """
     return [c[len(PROB_PREFIX):] for c in columns if isinstance(c, str) and c.startswith(PROB_PREFIX)
-            and len(c) > len(PROB_PREFIX)]
+            and len(c) > len(PROB_PREFIX) and not c.endswith(("_ci_low", "_ci_high"))]
 
 
 def dominant_emotion(probs: pd.DataFrame | np.ndarray, labels) -> np.ndarray:

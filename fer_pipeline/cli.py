@@ -75,11 +75,22 @@ def analyze(
                                          help="also write each viewer's face embeddings to OUT/embeddings/ "
                                               "(biometric data, for matching people across recordings; off by "
                                               "default, never in reports)"),
+    study: Optional[Path] = typer.Option(None, "--study", metavar="MANIFEST",
+                                         help="study manifest (CSV or YAML): recording, stimulus, offset_s "
+                                              "[, duration_s, respondent, attributes...]; recordings relative to "
+                                              "FOLDER. Writes OUT/{stimulus,respondents,segments} and "
+                                              "OUT/studies/*.html. Without it, one FOLDER of subfolders is a study "
+                                              "with a stimulus per subfolder and offset 0"),
     dask_address: Optional[str] = typer.Option(None, help="run on an existing Dask cluster (tcp://host:8786)"),
     dask_workers: int = typer.Option(0, help="start a local Dask cluster with this many workers (0 = no Dask)"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Analyse recordings into OUT/{faces,timeline,audience,videos} (Parquet) and OUT/reports/*.html.
+
+    Studies (--study): every respondent's rows are put on stimulus time (second = floor(timestamp_s - offset_s)
+    inside [offset_s, offset_s + duration_s)) and aggregated per stimulus second over respondents with bootstrap
+    confidence intervals; OUT/studies/index.html compares the stimuli. A manifest row that cannot be used gets a
+    one-line error naming it; the others run.
 
     A video already analysed (same content) is skipped when its results were made with the same settings, model and
     detector and its files are intact; otherwise it is analysed again and the summary says why. --force re-analyses
@@ -101,6 +112,8 @@ def analyze(
     from fer_pipeline.inputs import list_videos
     from fer_pipeline.pipeline import start_decoding_ahead
 
+    if study is not None:
+        _check_manifest(study, paths)
     videos = list_videos(paths)
     if not videos:
         console.print(f"[red]error:[/red] no video files found in {', '.join(map(str, paths))}")
@@ -117,7 +130,7 @@ def analyze(
 
         server = TemporaryServer()  # starts while Prefect is imported; waited for just before the flow
     try:
-        _analyze(videos, out, cfg, force, dask_address, dask_workers, server, prestarted)
+        _analyze(videos, out, cfg, force, dask_address, dask_workers, server, prestarted, study, paths)
     finally:
         if prestarted is not None:
             prestarted.close()  # ends it if nothing took it over
@@ -125,7 +138,22 @@ def analyze(
             server.stop()
 
 
-def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: int, server, prestarted=None) -> None:
+def _check_manifest(study: Path, paths: list[Path]) -> None:
+    """Exit 2 with one line when the manifest cannot be used at all (the flow reports bad rows itself)."""
+    from fer_pipeline.study.manifest import ManifestError, study_for_run
+
+    if not study.is_file():
+        console.print(f"[red]error:[/red] study manifest not found: {study}")
+        raise typer.Exit(2)
+    try:
+        study_for_run([str(p) for p in paths], str(study))
+    except ManifestError as e:
+        console.print(f"[red]error:[/red] {one_line(e, 500)}")
+        raise typer.Exit(2) from None
+
+
+def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: int, server, prestarted=None,
+             study: Optional[Path] = None, paths: Optional[list[Path]] = None) -> None:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from fer_pipeline.interrupt import run_interruptible
@@ -149,8 +177,9 @@ def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: in
     def run() -> list[dict]:
         if server is not None:
             server.wait_ready()
-        return run_analyze([str(v) for v in videos], str(out), cfg, force=force, dask_address=dask_address,
-                           dask_workers=dask_workers, progress=on_progress, prestarted=prestarted)
+        return run_analyze([str(p) for p in paths] if paths else [str(v) for v in videos], str(out), cfg,
+                           force=force, dask_address=dask_address, dask_workers=dask_workers, progress=on_progress,
+                           prestarted=prestarted, study=str(study) if study else None)
 
     def on_signal(signum: int) -> None:
         console.print("interrupted: stopping (press Ctrl-C again to quit at once)")
@@ -160,6 +189,8 @@ def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: in
         for tid in bars.values():
             task = progress.tasks[tid]
             progress.update(tid, completed=task.total or task.completed)
+    studies = [r for r in results if r["status"] in ("study", "study-error")]
+    results = [r for r in results if r not in studies]
     done = [r for r in results if r["status"] in ("ok", "skipped", "failed")]
     aborted = [r for r in results if r["status"] == "aborted"]
     if aborted and signum is None:
@@ -176,12 +207,119 @@ def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: in
     report_failed = [r for r in results if r["status"] == "report-failed"]
     for r in report_failed:
         console.print(f"[red]error:[/red] {r['error']}")
+    study_errors = [r for r in studies if r["status"] == "study-error"]
+    for r in study_errors:  # manifest rows name themselves ("study.csv line 4: ..."); a failed step its stimulus
+        where = "" if r["error"].startswith(r["video_id"]) or r["video_id"] in r["error"] else f"{r['video_id']}: "
+        console.print(f"[red]error:[/red] {where}{r['error']}")
+    for r in studies:
+        if r["status"] == "study":
+            n = r["respondents"]
+            console.print(f"study {r['video_id']}: {n} respondent{'s' if n != 1 else ''} with a face")
     index = out / "index.html"
     if index.is_file():
         console.print(f"reports: {index.resolve()}")
+    if (out / "studies" / "index.html").is_file() and studies:
+        console.print(f"study pages: {(out / 'studies' / 'index.html').resolve()}")
     console.print(f"tables: {out.resolve()}/{{faces,timeline,audience,videos}} "
                   f"({len(done) - len(failed)} ok/skipped, {len(failed)} failed)")
-    raise typer.Exit(1 if failed or report_failed else 0)
+    raise typer.Exit(1 if failed or report_failed or study_errors else 0)
+
+
+@app.command("study")
+def study_cmd(
+    out: Path = typer.Argument(..., help="output folder of an earlier `analyze` run"),
+    study: Optional[Path] = typer.Option(None, "--study", metavar="MANIFEST",
+                                         help="study manifest (CSV or YAML) [default: the one kept in "
+                                              "OUT/studies/manifest.json by the last study run]"),
+    folder: Optional[Path] = typer.Option(None, "--folder", help="folder the manifest's recordings are relative "
+                                          "to [default: match them to the analysed videos by file name]"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline YAML (its `study` section)"),
+    baseline: Optional[str] = typer.Option(None, help="none | lead_in | resting [default: none]"),
+    smoothing_s: Optional[float] = typer.Option(None, help="Gaussian smoothing sigma, seconds (0 = off)"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip the study pages"),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Recompute the study tables OUT/{stimulus,respondents,segments,respondent_seconds} and the pages
+    OUT/studies/*.html from the Parquet tables alone (no video is read).
+
+    Exit codes: 0 done; 1 some manifest rows could not be used (each named on one line) or a page failed; 2 bad
+    arguments or no manifest.
+    """
+    _setup_logging(verbose)
+    cfg = _load_cfg(config, **{"study.baseline": baseline, "study.smoothing_s": smoothing_s})
+    from fer_pipeline.errors import DamagedOutputError, OutputError
+    from fer_pipeline.study.manifest import ManifestError, load_manifest
+    from fer_pipeline.study.run import run_study
+    from fer_pipeline.study.store import read_manifest
+
+    if not (out / "videos").is_dir():
+        console.print(f"[red]error:[/red] no `videos` table in {out}: run `fer-pipeline analyze` first")
+        raise typer.Exit(2)
+    try:
+        manifest = load_manifest(study, folder) if study is not None else read_manifest(out)
+    except (ManifestError, OSError) as e:
+        console.print(f"[red]error:[/red] {one_line(e, 500)}")
+        raise typer.Exit(2) from None
+    if manifest is None:
+        console.print(f"[red]error:[/red] no study manifest kept in {out}: give one with --study MANIFEST")
+        raise typer.Exit(2)
+    try:
+        tables = run_study(out, manifest, cfg.study)
+        pages = []
+        if not no_report:
+            from fer_pipeline.report.study import render_studies
+
+            pages = render_studies(out, cfg.study)
+    except DamagedOutputError as e:
+        console.print(f"[red]error:[/red] {one_line(e)}")
+        raise typer.Exit(1) from None
+    except OSError as e:
+        console.print(f"[red]error:[/red] {OutputError.from_os_error(e, out)}")
+        raise typer.Exit(1) from None
+    for line in tables.errors:
+        console.print(f"[red]error:[/red] {line}")
+    resp = tables.respondents
+    for stim in tables.durations:
+        n = int(((resp["stimulus"] == stim) & (resp["status"] == "ok")).sum()) if len(resp) else 0
+        console.print(f"study {stim}: {n} respondent{'s' if n != 1 else ''} with a face, "
+                      f"{tables.durations[stim]:.1f} s")
+    console.print(f"tables: {out.resolve()}/{{stimulus,respondents,segments,respondent_seconds}}")
+    if pages:
+        console.print(f"study pages: {(out / 'studies' / 'index.html').resolve()}")
+    raise typer.Exit(1 if tables.errors else 0)
+
+
+@app.command()
+def export(
+    out: Path = typer.Argument(..., help="output folder of an earlier `analyze` run"),
+    fmt: str = typer.Option("csv", "--format", "-f", metavar="csv|xlsx", help="csv: one file per table; xlsx: one "
+                            "Excel workbook with a sheet per table"),
+    to: Path = typer.Option(..., "--to", help="folder to write into (created)"),
+) -> None:
+    """Export the tables (videos, audience, timeline, faces and the study tables) as CSV files or one Excel
+    workbook, with the same column names as the Parquet tables."""
+    _setup_logging(False)
+    from fer_pipeline.errors import DamagedOutputError
+    from fer_pipeline.export import export_tables
+
+    if fmt not in ("csv", "xlsx"):
+        console.print(f"[red]error:[/red] --format must be csv or xlsx, not {fmt!r}")
+        raise typer.Exit(2)
+    if not (out / "videos").is_dir():
+        console.print(f"[red]error:[/red] no `videos` table in {out}: run `fer-pipeline analyze` first")
+        raise typer.Exit(2)
+    try:
+        paths = export_tables(out, fmt, to)
+    except (DamagedOutputError, ValueError) as e:
+        console.print(f"[red]error:[/red] {one_line(e)}")
+        raise typer.Exit(1) from None
+    except OSError as e:
+        from fer_pipeline.errors import OutputError
+
+        console.print(f"[red]error:[/red] {OutputError.from_os_error(e, to)}")
+        raise typer.Exit(1) from None
+    for p in paths:
+        console.print(f"wrote {p}")
 
 
 @app.command()
@@ -192,6 +330,9 @@ def serve(
     cron: Optional[str] = typer.Option(None, help="re-scan on this cron schedule, e.g. '*/15 * * * *'"),
     config: Optional[Path] = typer.Option(None, "--config", "-c"),
     name: str = typer.Option("fer-pipeline-watch", help="deployment name"),
+    study: Optional[Path] = typer.Option(None, "--study", metavar="MANIFEST",
+                                         help="study manifest, read again on every run: the study pages follow "
+                                              "new respondents"),
     port: int = typer.Option(4200, help="port of the local Prefect server started when PREFECT_API_URL is unset"),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -219,7 +360,8 @@ def serve(
     from flows.analyze import serve_folder
 
     try:
-        serve_folder(str(folder), str(out), cfg, interval_s=interval, cron=cron, name=name)
+        serve_folder(str(folder), str(out), cfg, interval_s=interval, cron=cron, name=name,
+                     study=str(study) if study else None)
     finally:
         if server is not None:
             server.terminate()

@@ -146,6 +146,26 @@ class OutputConfig(_Section):
     reports: bool = Field(True, description="render HTML reports after analysis")
 
 
+class StudyConfig(_Section):
+    """Studies: respondents aligned on stimulus time, aggregated with confidence intervals (fer_pipeline/study/)."""
+
+    baseline: Literal["none", "lead_in", "resting"] = Field(
+        "none", description="per-respondent baseline reported beside the raw figures (delta_valence, "
+        "delta_expressiveness): none, lead_in (the respondent's own mean before the stimulus starts) or resting (their "
+        "least expressive seconds of the recording)")
+    resting_share: float = Field(0.25, gt=0, le=1, description="resting baseline: the share of the respondent's "
+                                 "seconds, least expressive first, that it averages")
+    smoothing_s: float = Field(0.3, ge=0, description="temporal smoothing of each track's per-sample "
+                               "probabilities before the per-second means: standard deviation of a centred Gaussian, "
+                               "seconds (0 = off). 0.3 halves sample-to-sample flips of the dominant emotion on the "
+                               "shared clips without moving any second's dominant emotion or onset; 0.5 already moves "
+                               "a real change by a second (benchmarks/study_smoothing.py)")
+    confidence: float = Field(0.95, gt=0, lt=1, description="level of the confidence intervals")
+    bootstrap: int = Field(1000, ge=100, description="bootstrap resamples of the respondents for the intervals")
+    permutations: int = Field(10000, ge=100, description="label permutations of the A/B test between two stimuli")
+    seed: int = Field(0, description="seed of the bootstrap and permutation draws (same tables, same intervals)")
+
+
 class PipelineConfig(_Section):
     """All pipeline settings. ``PipelineConfig()`` is the documented default."""
 
@@ -156,6 +176,7 @@ class PipelineConfig(_Section):
     reid: ReidConfig = Field(default_factory=ReidConfig)
     attention: AttentionConfig = Field(default_factory=AttentionConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict | None = None) -> "PipelineConfig":
@@ -185,7 +206,8 @@ class PipelineConfig(_Section):
             node[leaf] = value
         return cls.model_validate(raw)
 
-    #: Settings that never change a video's results: how fast, where and how it runs, what is kept for reports.
+    #: Settings that never change a video's results: how fast, where and how it runs, what is kept for reports, and
+    #: the study step (it reads the videos' tables and is recomputed whole on every run).
     #: ``classify.model`` and the InsightFace file settings are replaced by the weights' sha256 in
     #: :func:`fer_pipeline.reuse.settings_fingerprint` (a moved copy of the same model changes nothing).
     #: ``decode.threads`` stays in: one decoder decodes sequentially, which never snaps samples to anchors.
@@ -193,7 +215,7 @@ class PipelineConfig(_Section):
                           "detect": {"threads", "device", "model_path", "pack", "root"},
                           "classify": {"model", "batch_size", "device", "threads"},
                           "reid": {"model_path", "pack", "root"},
-                          "output": True}
+                          "output": True, "study": True}
 
     def fingerprint(self) -> dict:
         """Every setting that changes a video's results (JSON-ready nested dict): all but ``NOT_IN_FINGERPRINT``.

@@ -13,21 +13,18 @@ fail rather than skip, so CI cannot pass with an unchecked report. ``CHROMIUM=/p
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from pages import RecordingPage, launch
 from conftest import IMAGES, MODEL, VIDEOS, timeline_from_probs, write_video
 from PIL import Image
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 EVIL = "<img src=x onerror=alert(1)>.mp4"
 EVIL_FAILED = "<svg onload=alert(2)>.mov"
 CHARTS = ("chart-shares", "chart-valence", "chart-heatmap", "chart-mix")
@@ -35,34 +32,13 @@ SHOT_NAMES = {EVIL: "hostile-file-name", "group-t1.mp4": "group-6-viewers", "Wol
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} not found: run `make setup` as root (installs Debian's chromium) or set CHROMIUM")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser():
+    with launch() as b:
+        yield b
 
 
-class Page:
-    """A fresh browser context and page that records console errors, page errors, dialogs and requests."""
-
-    def __init__(self, browser, width: int = 1280, height: int = 900):
-        self.ctx = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
-        self.page = self.ctx.new_page()
-        self.errors: list[str] = []
-        self.dialogs: list[str] = []
-        self.requests: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}")
-                     if m.type in ("error", "assert") else None)
-        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on("requestfailed", lambda r: self.errors.append(f"request failed: {r.url} {r.failure}"))
+class Page(RecordingPage):
+    """A recording page (:class:`pages.RecordingPage`) that waits for the charts."""
 
     def open(self, path: Path) -> float:
         """Load ``path`` and wait until every chart drawn; returns seconds from navigation start (page clock)."""
@@ -73,23 +49,6 @@ class Page:
                 " return !e || e.querySelector('.main-svg') || e.textContent.trim().length > 0; })",
                 arg=list(CHARTS), timeout=15_000)
         return self.page.evaluate("performance.now()") / 1000.0
-
-    def check_clean(self) -> None:
-        assert self.errors == [], self.errors
-        assert self.dialogs == [], f"script injected through the page ran: {self.dialogs}"
-        remote = [u for u in self.requests if not u.startswith("file://")]
-        assert remote == [], f"network requests: {remote}"
-
-    def shot(self, path: Path) -> Path:
-        self.page.screenshot(path=str(path), full_page=True)
-        if os.environ.get("FER_SCREENSHOT_DIR"):
-            d = Path(os.environ["FER_SCREENSHOT_DIR"])
-            d.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, d / path.name)
-        return path
-
-    def close(self) -> None:
-        self.ctx.close()
 
 
 def _group_clip(path: Path) -> Path:
@@ -176,14 +135,7 @@ def test_video_reports_open_clean_and_escape_names(browser, run, tmp_path):
                 return bad; }""")
             assert broken == []
             # hover shows values
-            drag = page.locator("#chart-valence .nsewdrag").first
-            drag.scroll_into_view_if_needed()
-            box = drag.bounding_box()
-            for frac in (0.28, 0.3):  # plotly answers mouse moves over its drag layer
-                drag.hover(position={"x": box["width"] * frac, "y": box["height"] / 2})
-            page.wait_for_selector("#chart-valence .hoverlayer .hovertext, #chart-valence .hoverlayer .legend",
-                                   timeout=5_000)
-            assert "Attention" in page.locator("#chart-valence .hoverlayer").text_content()
+            assert "Attention" in pg.hover_chart("chart-valence", (0.28, 0.3))
             pg.check_clean()
             page.mouse.move(0, 0)
             page.wait_for_timeout(300)  # let the hover label fade before the screenshot

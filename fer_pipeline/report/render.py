@@ -89,7 +89,8 @@ def render_video_report(video: dict, timeline: pd.DataFrame, audience: pd.DataFr
 
 
 def render_index(videos: pd.DataFrame, out_path: Path, reports: dict[str, str],
-                 headlines: dict[str, dict] | None = None, report_errors: dict[str, str] | None = None) -> Path:
+                 headlines: dict[str, dict] | None = None, report_errors: dict[str, str] | None = None,
+                 studies_href: str | None = None) -> Path:
     """Render the run index: every video with its headline figures, sortable, plus failed/skipped files.
 
     Args:
@@ -100,6 +101,7 @@ def render_index(videos: pd.DataFrame, out_path: Path, reports: dict[str, str],
         headlines: ``{video_id: headline_figures(...)}``; when absent, only the ``videos`` columns are shown
             (``viewers``, or ``tracks`` in tables written before re-identification, and duration).
         report_errors: ``{video_id: message}`` for ok videos whose report could not be rendered.
+        studies_href: link to the study pages' index (``"studies/index.html"``) when the folder holds a study.
 
     Returns:
         ``out_path``.
@@ -109,7 +111,9 @@ def render_index(videos: pd.DataFrame, out_path: Path, reports: dict[str, str],
         jinja2.TemplateError: a template is missing or broken.
     """
     out_path = Path(out_path)
-    html = render_template("index.html.j2", index_context(videos, reports, headlines, report_errors))
+    ctx = index_context(videos, reports, headlines, report_errors)
+    ctx["studies_href"] = studies_href
+    html = render_template("index.html.j2", ctx)
     atomic_write_text(out_path, html)
     logger.info("wrote index %s (%d videos)", out_path, len(videos))
     return out_path
@@ -211,7 +215,8 @@ def render_all(out_dir: Path, model_card: dict | None = None) -> list[Path]:
         written.append(path)
         headlines[vid] = head
         hrefs[vid] = f"reports/{stem}.html"
-    written.append(render_index(videos, out_dir / "index.html", hrefs, headlines, errors))
+    studies = "studies/index.html" if (out_dir / "stimulus").is_dir() else None  # pages rendered with the study
+    written.append(render_index(videos, out_dir / "index.html", hrefs, headlines, errors, studies))
     if errors or damaged:
         for f in damaged:
             if f.parent.parent.name == "videos":
