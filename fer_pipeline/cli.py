@@ -17,6 +17,21 @@ from rich.table import Table
 
 from fer_pipeline.errors import one_line
 
+def _plain_argument_help() -> None:
+    """Typer's plain help prints an argument's Python type beside its name (``PATH <list[Path]>``); an argument
+    given a metavar shows just that, as options do."""
+    from typer.core import TyperArgument
+
+    shown = getattr(TyperArgument, "display_type_rich", None)
+    if shown is not None and not getattr(shown, "_metavar_only", False):
+        def display_type_rich(self, ctx):
+            return None if self.metavar else shown(self, ctx)
+
+        display_type_rich._metavar_only = True
+        TyperArgument.display_type_rich = display_type_rich
+
+
+_plain_argument_help()
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Per-viewer, per-second emotion timelines and engagement reports from recordings of "
                        "audiences (webcam viewers or a room camera).")
@@ -29,6 +44,14 @@ def _setup_logging(verbose: bool) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("prefect", "distributed", "httpx", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_a_failed_video_again)
+
+
+def _not_a_failed_video_again(record: logging.LogRecord) -> bool:
+    """Prefect logs a failed video's task run as an error; the pipeline's warning and the summary already say it
+    (the record still reaches the run's logs in Prefect)."""
+    return not (record.name.startswith("prefect") and "VideoFailed" in record.getMessage())
 
 
 def _load_cfg(config: Optional[Path], **overrides):
@@ -63,27 +86,38 @@ _SCAN_HELP = ("video files and/or folders. Folders are scanned recursively for f
 
 @app.command()
 def analyze(
-    paths: list[Path] = typer.Argument(..., help=_SCAN_HELP),
-    out: Path = typer.Option(Path("out"), "--out", "-o", help="output folder for Parquet tables and reports"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline YAML (see configs/pipeline.yaml)"),
-    sample_fps: Optional[float] = typer.Option(None, help="frames analysed per second of video [default: 5]"),
-    model: Optional[Path] = typer.Option(None, help="emotion model .onnx (card beside it)"),
-    detector: Optional[str] = typer.Option(None, help="centerface (default) or insightface"),
+    paths: list[Path] = typer.Argument(..., metavar="PATH", help=_SCAN_HELP),
+    out: Path = typer.Option(Path("out"), "--out", "-o", metavar="OUT",
+                             help="output folder for Parquet tables and reports"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="YAML",
+                                          help="pipeline settings (see configs/pipeline.yaml) [default: built-in]"),
+    sample_fps: Optional[float] = typer.Option(None, metavar="HZ",
+                                               help="frames analysed per second of video [default: 5]"),
+    model: Optional[Path] = typer.Option(None, metavar="ONNX",
+                                         help="emotion model .onnx with its .json card beside it [default: the "
+                                              "shipped FER2013 model]"),
+    detector: Optional[str] = typer.Option(None, metavar="NAME",
+                                           help="face detector: centerface or insightface [default: centerface]"),
     force: bool = typer.Option(False, "--force", help="re-analyse videos already done"),
     no_report: bool = typer.Option(False, "--no-report", help="skip HTML reports"),
     save_embeddings: bool = typer.Option(False, "--save-embeddings",
                                          help="also write each viewer's face embeddings to OUT/embeddings/ "
                                               "(biometric data, for matching people across recordings; off by "
                                               "default, never in reports)"),
+    annotate: bool = typer.Option(False, "--annotate", help="also write OUT/annotated/<video_id>.mp4: every face's "
+                                  "box, viewer id and dominant emotion drawn on the recording (H.264; about 40 CPU s "
+                                  "per minute of 720p video)"),
     study: Optional[Path] = typer.Option(None, "--study", metavar="MANIFEST",
                                          help="study manifest (CSV or YAML): recording, stimulus, offset_s "
                                               "[, duration_s, respondent, attributes...]; recordings relative to "
                                               "FOLDER. Writes OUT/{stimulus,respondents,segments} and "
                                               "OUT/studies/*.html. Without it, one FOLDER of subfolders is a study "
                                               "with a stimulus per subfolder and offset 0"),
-    dask_address: Optional[str] = typer.Option(None, help="run on an existing Dask cluster (tcp://host:8786)"),
-    dask_workers: int = typer.Option(0, help="start a local Dask cluster with this many workers (0 = no Dask)"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    dask_address: Optional[str] = typer.Option(None, metavar="URL",
+                                               help="run on an existing Dask cluster, e.g. tcp://host:8786"),
+    dask_workers: int = typer.Option(0, metavar="N",
+                                     help="start a local Dask cluster with this many workers (0 = no Dask)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log what each stage does"),
 ) -> None:
     """Analyse recordings into OUT/{faces,timeline,audience,videos} (Parquet) and OUT/reports/*.html.
 
@@ -92,9 +126,13 @@ def analyze(
     confidence intervals; OUT/studies/index.html compares the stimuli. A manifest row that cannot be used gets a
     one-line error naming it; the others run.
 
-    A video already analysed (same content) is skipped when its results were made with the same settings, model and
+    A video already analysed (same video_id: same file name and content; a renamed copy is another video) is skipped when its results were made with the same settings, model and
     detector and its files are intact; otherwise it is analysed again and the summary says why. --force re-analyses
-    everything. A second run on the same OUT waits for the videos the first is analysing.
+    everything. When every video is done already, the command finishes without starting Prefect (no flow run is
+    recorded). A second run on the same OUT waits for the videos the first is analysing.
+
+    Progress: on a terminal, a bar per video and one for the run (videos done, video seconds, time left); otherwise
+    one line per finished video on stderr.
 
     Ctrl-C (or SIGTERM) stops within seconds: finished videos are kept, the one in progress is left as it was, and
     the same command later goes on where it stopped; a second Ctrl-C quits at once.
@@ -108,16 +146,21 @@ def analyze(
     interrupt.reset()
     cfg = _load_cfg(config, **{"decode.sample_fps": sample_fps, "classify.model": model,
                                "detect.backend": detector, "output.reports": False if no_report else None,
-                               "output.save_embeddings": True if save_embeddings else None})
+                               "output.save_embeddings": True if save_embeddings else None,
+                               "output.annotate": True if annotate else None})
     from fer_pipeline.inputs import list_videos
-    from fer_pipeline.pipeline import start_decoding_ahead
 
     if study is not None:
         _check_manifest(study, paths)
-    videos = list_videos(paths)
+    annotated = (out / "annotated").absolute()  # OUT inside a scanned folder: its annotated videos are no input
+    videos = [v for v in list_videos(paths) if not Path(v).absolute().is_relative_to(annotated)]
     if not videos:
         console.print(f"[red]error:[/red] no video files found in {', '.join(map(str, paths))}")
         raise typer.Exit(2)
+    if not force and not (dask_address or dask_workers > 0) and _finish_if_all_done(videos, out, cfg, study, paths):
+        return
+    from fer_pipeline.pipeline import start_decoding_ahead
+
     prestarted = None  # the first video's decode process, decoding while Prefect is imported and the models load
     if not (dask_address or dask_workers > 0):  # Dask workers are other processes: nothing to take over there
         prestarted = start_decoding_ahead(videos[0], cfg)
@@ -126,7 +169,7 @@ def analyze(
         if "prefect" in sys.modules:  # settings are read at import: the URL must be set first
             console.print("[red]error:[/red] internal: prefect imported before the server URL was set")
             raise typer.Exit(2)
-        from flows.server import TemporaryServer
+        from fer_pipeline.flows.server import TemporaryServer
 
         server = TemporaryServer()  # starts while Prefect is imported; waited for just before the flow
     try:
@@ -135,7 +178,136 @@ def analyze(
         if prestarted is not None:
             prestarted.close()  # ends it if nothing took it over
         if server is not None:
+            _flush_run_logs()
             server.stop()
+            # records a flow thread still ending sends after this fail to reach the stopped server; Prefect's log
+            # worker reports each failure on stderr only while logging.raiseExceptions is set
+            logging.raiseExceptions = False
+
+
+def _flush_run_logs() -> None:
+    """Before the temporary Prefect server stops: stop sending log records to it (a flow thread still ending after
+    an interrupt logs on) and send those already queued, so that Prefect does not print "Error logging to API" at
+    exit."""
+    if "prefect" not in sys.modules:
+        return
+    try:
+        from prefect.logging.handlers import APILogHandler
+
+        for lg in [logging.getLogger(), *[v for v in logging.root.manager.loggerDict.values()
+                                          if isinstance(v, logging.Logger)]]:
+            for h in [h for h in lg.handlers if isinstance(h, APILogHandler)]:
+                lg.removeHandler(h)
+        APILogHandler.flush()
+    except Exception:  # noqa: BLE001 - logs are a view; the run's outcome is already known
+        logger.debug("run logs not flushed", exc_info=True)
+
+
+def _finish_if_all_done(videos, out: Path, cfg, study: Optional[Path], paths: list[Path]) -> bool:
+    """When every video's stored results can be reused, finish here without Prefect: the study step and pages (if
+    any) and the index (only when missing or older than the tables) are made in this process, the summary printed,
+    and the command exits 0. Returns False (nothing done) when any video needs analysing, or a model cannot load."""
+    if not (out / "videos").is_dir():
+        return False
+    from fer_pipeline.models import Models
+    from fer_pipeline.reuse import stored_results
+
+    try:
+        rows = stored_results(videos, out, cfg, Models.cached(cfg.model_dump_json()))
+    except Exception:  # noqa: BLE001 - the flow reports model errors per video
+        return False
+    if rows is None:
+        return False
+    from fer_pipeline.study.manifest import ManifestError, study_for_run
+
+    studies: list[dict] = []
+    try:
+        manifest, errors = study_for_run([str(p) for p in paths], str(study) if study else None)
+    except ManifestError as e:
+        manifest, errors = None, [one_line(e)]
+    name = Path(manifest.source).name if manifest is not None else "manifest"
+    studies += [{"video_id": name, "status": "study-error", "error": e} for e in errors]
+    report_errors: list[str] = []
+    try:
+        if manifest is not None and manifest.rows:
+            from fer_pipeline.study.run import run_study
+
+            tables = run_study(out, manifest, cfg.study)
+            resp = tables.respondents
+            for stim in tables.durations:
+                n = int(((resp["stimulus"] == stim) & (resp["status"] == "ok")).sum()) if len(resp) else 0
+                studies.append({"video_id": stim, "status": "study", "respondents": n})
+            studies += [{"video_id": name, "status": "study-error", "error": e} for e in tables.errors]
+        if cfg.output.reports:
+            report_errors = _refresh_reports(out, cfg, manifest is not None and bool(manifest.rows))
+    except OSError as e:
+        from fer_pipeline.errors import OutputError
+
+        console.print(f"[red]error:[/red] {OutputError.from_os_error(e, out)}")
+        raise typer.Exit(1) from None
+    if cfg.output.annotate:
+        report_errors += _annotate_done(rows, out)
+    _report_run(rows, studies, [{"status": "report-failed", "error": e} for e in report_errors], out)
+    return True
+
+
+def _annotate_done(rows: list[dict], out: Path) -> list[str]:
+    """``--annotate`` when every video was done already (no flow run): OUT/annotated/<video_id>.mp4 for each ok or
+    skipped row whose annotated video is missing or older than its tables. Returns one line per problem; exits
+    130 / 143 when interrupted."""
+    from fer_pipeline import interrupt
+    from fer_pipeline.annotate import annotate_if_stale
+    from fer_pipeline.errors import OutputError
+
+    errors: list[str] = []
+
+    def run() -> None:
+        for r in rows:
+            if r["status"] not in ("ok", "skipped"):
+                continue
+            try:
+                annotate_if_stale(out, r["video_id"], r.get("path") or None)
+            except interrupt.Interrupted:
+                return
+            except OSError as e:
+                errors.append(str(OutputError.from_os_error(e, out)))
+                return
+            except ValueError as e:
+                errors.append(f"cannot annotate {r['video_id']}: {one_line(e)}")
+
+    _, signum = interrupt.run_interruptible(
+        run, on_signal=lambda s: console.print("interrupted: stopping (press Ctrl-C again to quit at once)"))
+    if signum is not None:
+        console.print(f"interrupted: the annotated videos written so far are kept in {out / 'annotated'}; run the "
+                      "same command again for the rest")
+        raise typer.Exit(128 + signum)
+    return errors
+
+
+def _refresh_reports(out: Path, cfg, with_study: bool) -> list[str]:
+    """Re-render the reports and the index when the index is missing or older than a ``videos`` part; the study
+    pages when the run has a study. Returns one line per problem."""
+    from fer_pipeline.report import ReportError, render_all
+
+    errors = []
+    index = out / "index.html"
+    parts = list((out / "videos").glob("video_id=*/*.parquet"))
+    newest = max((p.stat().st_mtime for p in parts), default=0.0)
+    if not index.is_file() or index.stat().st_mtime < newest or with_study:
+        card_path = Path(cfg.classify.model).with_suffix(".json")
+        card = json.loads(card_path.read_text()) if card_path.is_file() else None
+        try:
+            render_all(out, model_card=card)
+        except ReportError as e:
+            errors.append(one_line(e))
+    if with_study:
+        from fer_pipeline.report.study import render_studies
+
+        try:
+            render_studies(out, cfg.study)
+        except (ValueError, FileNotFoundError) as e:
+            errors.append(one_line(e))
+    return errors
 
 
 def _check_manifest(study: Path, paths: list[Path]) -> None:
@@ -152,43 +324,94 @@ def _check_manifest(study: Path, paths: list[Path]) -> None:
         raise typer.Exit(2) from None
 
 
-def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: int, server, prestarted=None,
-             study: Optional[Path] = None, paths: Optional[list[Path]] = None) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+class _RunProgress:
+    """What a run shows while it works: on a terminal, a bar per video and one for the run (videos done, video
+    seconds done of the total, time left from the pace so far); otherwise one line per finished video on stderr."""
 
-    from fer_pipeline.interrupt import run_interruptible
-    from flows.analyze import run_analyze
+    def __init__(self, videos) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[t]}"),
-                        TimeElapsedColumn(), console=console, transient=False, disable=not console.is_terminal)
-    bars: dict[str, int] = {}
+        self.videos = [str(v) for v in videos]
+        self.tty = console.is_terminal
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[t]}"),
+                                 TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console,
+                                 transient=False, disable=not self.tty)
+        self.bars: dict[str, int] = {}
+        self.durations: dict[str, float | None] = {}
+        self.done = 0
+        self.seconds_done = 0.0
+        self.total_s = None
+        self.run_bar = self.progress.add_task(f"{len(self.videos)} videos", total=None,
+                                              t=f"0/{len(self.videos)}") if self.tty else None
+        if self.tty:  # the run's length in video seconds, probed in the background (cheap, but not free on 1000s)
+            import threading
 
-    def on_progress(path: str, t: float) -> None:
-        if path not in bars:
+            threading.Thread(target=self._probe_all, daemon=True, name="probe-durations").start()
+
+    def _duration(self, path: str) -> float | None:
+        if path not in self.durations:
             from fer_pipeline.decode import probe
 
             try:
-                total = probe(path).duration_s
-            except Exception:  # noqa: BLE001 - only for the bar's length
-                total = None
-            bars[path] = progress.add_task(Path(path).name[:40], total=total, t="")
-        progress.update(bars[path], completed=t, t=f"{t:.0f} s")
+                self.durations[path] = probe(path).duration_s
+            except Exception:  # noqa: BLE001 - only for the bars' lengths
+                self.durations[path] = None
+        return self.durations[path]
+
+    def _probe_all(self) -> None:
+        total = sum(d for d in (self._duration(p) for p in self.videos) if d)
+        self.total_s = total or None
+        self.progress.update(self.run_bar, total=self.total_s)
+
+    def on_progress(self, path: str, t: float) -> None:
+        if not self.tty:
+            return
+        if path not in self.bars:
+            self.bars[path] = self.progress.add_task(Path(path).name[:40], total=self._duration(path), t="")
+        self.progress.update(self.bars[path], completed=t, t=f"{t:.0f} s")
+        self.progress.update(self.run_bar, completed=self.seconds_done + t)
+
+    def on_result(self, row: dict) -> None:
+        self.done += 1
+        dur = row.get("duration_s") or self._duration(str(row.get("path"))) or 0.0
+        self.seconds_done += float(dur or 0.0)
+        n = len(self.videos)
+        if self.tty:
+            self.progress.update(self.run_bar, completed=self.seconds_done,
+                                 t=f"{self.done}/{n} · {self.seconds_done:.0f} s of video")
+            return
+        proc = row.get("processing_s")
+        speed = f", {dur / proc:.1f}x real time" if row["status"] == "ok" and dur and proc else ""
+        why = f": {row.get('error') or row.get('note')}" if (row.get("error") or row.get("note")) else ""
+        console.print(f"[{self.done}/{n}] {row['status']} {row.get('path')} ({float(dur or 0):.1f} s{speed}){why}")
+
+    def finish(self) -> None:
+        for tid in self.bars.values():
+            task = self.progress.tasks[tid]
+            self.progress.update(tid, completed=task.total or task.completed)
+
+
+def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: int, server, prestarted=None,
+             study: Optional[Path] = None, paths: Optional[list[Path]] = None) -> None:
+    from fer_pipeline.flows.analyze import run_analyze
+    from fer_pipeline.interrupt import run_interruptible
+
+    shown = _RunProgress(videos)
 
     def run() -> list[dict]:
         if server is not None:
             server.wait_ready()
         return run_analyze([str(p) for p in paths] if paths else [str(v) for v in videos], str(out), cfg,
-                           force=force, dask_address=dask_address, dask_workers=dask_workers, progress=on_progress,
-                           prestarted=prestarted, study=str(study) if study else None)
+                           force=force, dask_address=dask_address, dask_workers=dask_workers,
+                           progress=shown.on_progress, prestarted=prestarted, study=str(study) if study else None,
+                           on_result=shown.on_result)
 
     def on_signal(signum: int) -> None:
         console.print("interrupted: stopping (press Ctrl-C again to quit at once)")
 
-    with progress:
+    with shown.progress:
         results, signum = run_interruptible(run, on_signal=on_signal)
-        for tid in bars.values():
-            task = progress.tasks[tid]
-            progress.update(tid, completed=task.total or task.completed)
+        shown.finish()
     studies = [r for r in results if r["status"] in ("study", "study-error")]
     results = [r for r in results if r not in studies]
     done = [r for r in results if r["status"] in ("ok", "skipped", "failed")]
@@ -202,9 +425,14 @@ def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: in
                 f"`fer-pipeline report {out}` renders the reports")
         console.print(f"interrupted: {len(done)} of {len(videos)} videos finished and kept in {out}; {rest}")
         raise typer.Exit(128 + (signum or signal.SIGINT))
-    Console(width=max(Console().width, 140)).print(_summary([r for r in results if r["status"] != "report-failed"]))
-    failed = [r for r in results if r["status"] == "failed"]
-    report_failed = [r for r in results if r["status"] == "report-failed"]
+    _report_run([r for r in results if r["status"] != "report-failed"], studies,
+                [r for r in results if r["status"] == "report-failed"], out)
+
+
+def _report_run(rows: list[dict], studies: list[dict], report_failed: list[dict], out: Path) -> None:
+    """Print the summary, the problems and where the outputs are; exit 1 when anything failed, else 0."""
+    Console(width=max(Console().width, 140)).print(_summary(rows))
+    failed = [r for r in rows if r["status"] == "failed"]
     for r in report_failed:
         console.print(f"[red]error:[/red] {r['error']}")
     study_errors = [r for r in studies if r["status"] == "study-error"]
@@ -221,23 +449,25 @@ def _analyze(videos, out: Path, cfg, force: bool, dask_address, dask_workers: in
     if (out / "studies" / "index.html").is_file() and studies:
         console.print(f"study pages: {(out / 'studies' / 'index.html').resolve()}")
     console.print(f"tables: {out.resolve()}/{{faces,timeline,audience,videos}} "
-                  f"({len(done) - len(failed)} ok/skipped, {len(failed)} failed)")
+                  f"({len(rows) - len(failed)} ok/skipped, {len(failed)} failed)")
     raise typer.Exit(1 if failed or report_failed or study_errors else 0)
 
 
 @app.command("study")
 def study_cmd(
-    out: Path = typer.Argument(..., help="output folder of an earlier `analyze` run"),
+    out: Path = typer.Argument(..., metavar="OUT", help="output folder of an earlier `analyze` run"),
     study: Optional[Path] = typer.Option(None, "--study", metavar="MANIFEST",
                                          help="study manifest (CSV or YAML) [default: the one kept in "
                                               "OUT/studies/manifest.json by the last study run]"),
-    folder: Optional[Path] = typer.Option(None, "--folder", help="folder the manifest's recordings are relative "
+    folder: Optional[Path] = typer.Option(None, "--folder", metavar="FOLDER", help="folder the manifest's recordings are relative "
                                           "to [default: match them to the analysed videos by file name]"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="pipeline YAML (its `study` section)"),
-    baseline: Optional[str] = typer.Option(None, help="none | lead_in | resting [default: none]"),
-    smoothing_s: Optional[float] = typer.Option(None, help="Gaussian smoothing sigma, seconds (0 = off)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="YAML",
+                                          help="pipeline YAML (its `study` section)"),
+    baseline: Optional[str] = typer.Option(None, metavar="METHOD", help="none | lead_in | resting [default: none]"),
+    smoothing_s: Optional[float] = typer.Option(None, metavar="SECONDS",
+                                                help="Gaussian smoothing sigma, seconds (0 = off) [default: 0.3]"),
     no_report: bool = typer.Option(False, "--no-report", help="skip the study pages"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log what each step does"),
 ) -> None:
     """Recompute the study tables OUT/{stimulus,respondents,segments,respondent_seconds} and the pages
     OUT/studies/*.html from the Parquet tables alone (no video is read).
@@ -291,10 +521,10 @@ def study_cmd(
 
 @app.command()
 def export(
-    out: Path = typer.Argument(..., help="output folder of an earlier `analyze` run"),
+    out: Path = typer.Argument(..., metavar="OUT", help="output folder of an earlier `analyze` run"),
     fmt: str = typer.Option("csv", "--format", "-f", metavar="csv|xlsx", help="csv: one file per table; xlsx: one "
                             "Excel workbook with a sheet per table"),
-    to: Path = typer.Option(..., "--to", help="folder to write into (created)"),
+    to: Path = typer.Option(..., "--to", metavar="DIR", help="folder to write into (created)"),
 ) -> None:
     """Export the tables (videos, audience, timeline, faces and the study tables) as CSV files or one Excel
     workbook, with the same column names as the Parquet tables."""
@@ -323,24 +553,94 @@ def export(
 
 
 @app.command()
+def annotate(
+    out: Path = typer.Argument(..., metavar="OUT", help="output folder of an earlier `analyze` run"),
+    videos: list[str] = typer.Argument(..., metavar="VIDEO", help="analysed video files (any path to the same "
+                                       "content), or their video_ids"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log what each step does"),
+) -> None:
+    """Write OUT/annotated/<video_id>.mp4 for each VIDEO: the recording with every face's box, viewer id and
+    dominant emotion with its probability drawn on every frame, coloured by viewer (H.264, upright, same frames,
+    frame rate and duration as the source; audio copied when MP4 can hold it). A box is held until its track's next
+    sample, at most one sampling interval after the face was last seen. About 40 CPU seconds per minute of 720p
+    30 fps video.
+
+    Exit codes: 0 all written; 1 a video could not be annotated (one line each) or OUT cannot be written; 2 no
+    analysed videos in OUT; 130 / 143 interrupted (the videos written so far are kept).
+    """
+    _setup_logging(verbose)
+    from fer_pipeline import interrupt
+    from fer_pipeline.annotate import annotate_from_output
+    from fer_pipeline.errors import OutputError
+
+    interrupt.reset()
+    if not (out / "videos").is_dir():
+        console.print(f"[red]error:[/red] no `videos` table in {out}: run `fer-pipeline analyze` first")
+        raise typer.Exit(2)
+    errors: list[str] = []
+
+    def run() -> None:
+        for v in videos:
+            try:
+                console.print(f"wrote {annotate_from_output(out, v)}")
+            except interrupt.Interrupted:
+                return
+            except OSError as e:  # OUT cannot be written: the others would fail the same way
+                errors.append(str(OutputError.from_os_error(e, out)))
+                return
+            except ValueError as e:  # not analysed, unreadable video, damaged tables
+                errors.append(one_line(e))
+
+    _, signum = interrupt.run_interruptible(
+        run, on_signal=lambda s: console.print("interrupted: stopping (press Ctrl-C again to quit at once)"))
+    for e in errors:
+        console.print(f"[red]error:[/red] {e}")
+    if signum is not None:
+        console.print(f"interrupted: the annotated videos written so far are kept in {out / 'annotated'}")
+        raise typer.Exit(128 + signum)
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command()
 def serve(
-    folder: Path = typer.Argument(..., help="folder to watch for new recordings"),
-    out: Path = typer.Option(Path("out"), "--out", "-o"),
-    interval: Optional[float] = typer.Option(None, help="re-scan every this many seconds"),
-    cron: Optional[str] = typer.Option(None, help="re-scan on this cron schedule, e.g. '*/15 * * * *'"),
-    config: Optional[Path] = typer.Option(None, "--config", "-c"),
-    name: str = typer.Option("fer-pipeline-watch", help="deployment name"),
+    folder: Path = typer.Argument(..., metavar="FOLDER", help="folder to watch for new recordings"),
+    out: Path = typer.Option(Path("out"), "--out", "-o", metavar="OUT", help="output folder"),
+    interval: Optional[float] = typer.Option(None, metavar="SECONDS",
+                                             help="re-scan every this many seconds (this or --cron is required)"),
+    cron: Optional[str] = typer.Option(None, metavar="EXPR",
+                                       help="re-scan on this cron schedule, e.g. '*/15 * * * *' (this or "
+                                            "--interval is required)"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="YAML",
+                                          help="pipeline settings [default: built-in]"),
+    name: str = typer.Option("fer-pipeline-watch", metavar="NAME",
+                             help="deployment name; serving the same name again replaces its schedule, arguments "
+                                  "and the runs it had scheduled"),
     study: Optional[Path] = typer.Option(None, "--study", metavar="MANIFEST",
                                          help="study manifest, read again on every run: the study pages follow "
                                               "new respondents"),
-    port: int = typer.Option(4200, help="port of the local Prefect server started when PREFECT_API_URL is unset"),
-    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    port: int = typer.Option(4200, metavar="PORT",
+                             help="port of the local Prefect server started when PREFECT_API_URL is unset"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log what each stage does"),
 ) -> None:
     """Serve a Prefect deployment that re-scans FOLDER on a schedule and analyses only new recordings.
 
-    Starts a local Prefect server (UI on http://127.0.0.1:PORT) unless PREFECT_API_URL points at one. Ctrl-C stops.
+    Needs exactly one of --interval or --cron. Starts a local Prefect server (UI on http://127.0.0.1:PORT) unless
+    PREFECT_API_URL points at one. Ctrl-C or SIGTERM stops: a run in progress is ended (its video is left as it was
+    and analysed on the next run), then the server stops.
     """
     _setup_logging(verbose)
+    signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)  # until Prefect's runner takes over (it is told the same)
+    try:
+        _serve(folder, out, interval, cron, config, name, study, port)
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+def _sigterm_as_ctrl_c(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve(folder: Path, out: Path, interval, cron, config, name: str, study, port: int) -> None:
     if (interval is None) == (cron is None):
         console.print("[red]error:[/red] give exactly one of --interval SECONDS or --cron EXPR")
         raise typer.Exit(2)
@@ -353,25 +653,66 @@ def serve(
         if "prefect" in sys.modules:  # settings are read at import: the URL must be set first
             console.print("[red]error:[/red] internal: prefect imported before the server URL was set")
             raise typer.Exit(2)
-        from flows.server import start_local_server
+        from fer_pipeline.flows.server import start_local_server
 
         console.print(f"starting a local Prefect server on http://127.0.0.1:{port} ...")
         server = start_local_server(port)
-    from flows.analyze import serve_folder
+    import warnings
 
+    from fer_pipeline.flows.analyze import serve_folder
+    from fer_pipeline.interrupt import stop_children
+
+    # Prefect's runner stops on SIGTERM by calling its async stop without awaiting it: a harmless warning
+    warnings.filterwarnings("ignore", message="coroutine 'Runner.astop' was never awaited")
     try:
         serve_folder(str(folder), str(out), cfg, interval_s=interval, cron=cron, name=name,
                      study=str(study) if study else None)
+    except KeyboardInterrupt:
+        pass
     finally:
+        # a flow run still going (a child process) ends first, while the server can still record its state
+        stopped = stop_children(exclude={server.pid} if server is not None else set(), timeout_s=60)
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+        console.print(f"stopped{f' ({stopped} run(s) in progress ended)' if stopped else ''}")
 
 
 @app.command()
-def report(out: Path = typer.Argument(..., help="output folder of an earlier `analyze` run"),
-           model: Optional[Path] = typer.Option(None, help="model card source (.onnx) [default: configured model]"),
-           verbose: bool = typer.Option(False, "--verbose", "-v")) -> None:
+def ui(port: int = typer.Option(4200, metavar="PORT", help="port of the Prefect server and its UI")) -> None:
+    """Open Prefect's UI over the recorded runs of `analyze` and `serve` (their flow runs, task runs with their
+    states, logs and artifacts), on http://127.0.0.1:PORT, until Ctrl-C.
+
+    `analyze`'s temporary servers and this one share Prefect's database (PREFECT_HOME, ~/.prefect by default), so
+    every run is there. With PREFECT_API_URL set, open that server's UI instead.
+    """
+    _setup_logging(False)
+    if os.environ.get("PREFECT_API_URL"):
+        console.print(f"PREFECT_API_URL is set: open that server's UI ({os.environ['PREFECT_API_URL']})")
+        raise typer.Exit(2)
+    from fer_pipeline.flows.server import start_local_server
+
+    console.print(f"starting Prefect's server and UI on http://127.0.0.1:{port} ...")
+    try:
+        server = start_local_server(port, ui=True)
+    except RuntimeError as e:
+        console.print(f"[red]error:[/red] {one_line(e)}")
+        raise typer.Exit(1) from None
+    console.print(f"Prefect UI: http://127.0.0.1:{port}  (Ctrl-C stops)")
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@app.command()
+def report(out: Path = typer.Argument(..., metavar="OUT", help="output folder of an earlier `analyze` run"),
+           model: Optional[Path] = typer.Option(None, metavar="ONNX",
+                                                help="model card source (.onnx) [default: configured model]"),
+           verbose: bool = typer.Option(False, "--verbose", "-v", help="log what each step does")) -> None:
     """Re-render every report and the index from the Parquet tables alone (no video needed)."""
     _setup_logging(verbose)
     from fer_pipeline.config import PipelineConfig
@@ -399,9 +740,11 @@ def report(out: Path = typer.Argument(..., help="output folder of an earlier `an
 
 
 @app.command()
-def train(config: Path = typer.Option(..., "--config", "-c", help="recipe, e.g. configs/train/fer2013_vgg.yaml"),
-          set_: list[str] = typer.Option([], "--set", help="override a recipe key, e.g. --set optim.epochs=5"),
-          verbose: bool = typer.Option(True, "--verbose/--quiet")) -> None:
+def train(config: Path = typer.Option(..., "--config", "-c", metavar="YAML",
+                                      help="recipe, e.g. configs/train/fer2013_vgg.yaml"),
+          set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE",
+                                         help="override a recipe key, e.g. --set optim.epochs=5 (repeatable)"),
+          verbose: bool = typer.Option(True, "--verbose/--quiet", help="log each epoch (default) or only errors")) -> None:
     """Train an emotion model (PyTorch Lightning; needs the `train` extra). Resumes from OUT_DIR/last.ckpt."""
     _setup_logging(verbose)
     try:
@@ -426,13 +769,13 @@ def _brief(m: dict) -> dict:
 
 @app.command()
 def evaluate(
-    path: Path = typer.Argument(..., help="FER2013 zip/folder, FER+ zip/folder, or an ImageFolder of photos"),
-    model: Optional[Path] = typer.Option(None, help="emotion model .onnx [default: the shipped model]"),
-    split: Optional[str] = typer.Option(None, help="FER2013: train|public-test|private-test; FER+: "
+    path: Path = typer.Argument(..., metavar="PATH", help="FER2013 zip/folder, FER+ zip/folder, or an ImageFolder of photos"),
+    model: Optional[Path] = typer.Option(None, metavar="ONNX", help="emotion model .onnx [default: the shipped model]"),
+    split: Optional[str] = typer.Option(None, metavar="SPLIT", help="FER2013: train|public-test|private-test; FER+: "
                                                    "train|valid|test"),
     detect: bool = typer.Option(False, "--detect", help="photos: detect and align the face first"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    out: Optional[Path] = typer.Option(None, help="write confusion.png and metrics.json here"),
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="write confusion.png and metrics.json here"),
 ) -> None:
     """Accuracy, macro-F1, per-class precision/recall/F1 and confusion matrix of the emotion model."""
     _setup_logging(False)
@@ -468,9 +811,19 @@ def evaluate(
     c.print(cm)
 
 
+def prefect_defaults() -> None:
+    """Prefect settings for every command, unless the user set them: warnings only on the console, the pipeline's
+    own log records in the flow runs' logs (``PREFECT_LOGGING_EXTRA_LOGGERS``; silently dropped outside a run),
+    and no telemetry (``DO_NOT_TRACK`` and Prefect's server analytics off: nothing is sent, and no error offline).
+    Must run before Prefect is imported (it reads its settings then)."""
+    for key, value in (("PREFECT_LOGGING_LEVEL", "WARNING"), ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+                       ("DO_NOT_TRACK", "1"), ("PREFECT_LOGGING_EXTRA_LOGGERS", "fer_pipeline"),
+                       ("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")):
+        os.environ.setdefault(key, value)
+
+
 def main() -> None:  # pragma: no cover - console entry
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here; avoids telemetry errors
+    prefect_defaults()
     try:
         app()
     finally:

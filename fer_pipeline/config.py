@@ -1,6 +1,7 @@
 """The pipeline's one configuration object (pydantic), loaded from YAML and overridable from the CLI.
 
-Every default lives here; ``configs/pipeline.yaml`` repeats them for users to copy and edit.
+Every default lives here; ``configs/pipeline.yaml`` repeats them for users to copy and edit (installed with the
+package: :func:`fer_pipeline.resources.default_config` says where).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from typing import ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO_ROOT / "models" / "emotion-fer2013-vgg.onnx"
+from fer_pipeline import resources
+
+DEFAULT_MODEL = resources.default_model()
+"""The shipped default emotion model (inside the installed package, or ``models/`` of a checkout)."""
 
 
 class _Section(BaseModel):
@@ -103,11 +106,10 @@ class ClassifyConfig(_Section):
     @field_validator("model")
     @classmethod
     def _resolve_model(cls, v: Path) -> Path:
-        """A relative path is taken from the working directory, else from the project root (``models/...``)."""
-        v = Path(v).expanduser()
-        if not v.is_absolute() and not v.exists() and (REPO_ROOT / v).exists():
-            return REPO_ROOT / v
-        return v
+        """A relative path is taken from the working directory, else among the shipped models
+        (``models/emotion-ferplus-vgg.onnx`` or ``emotion-ferplus-vgg.onnx``, in a clone and installed alike;
+        :func:`fer_pipeline.resources.resolve_model`)."""
+        return resources.resolve_model(v)
 
 
 class ReidConfig(_Section):
@@ -144,6 +146,9 @@ class OutputConfig(_Section):
     save_embeddings: bool = Field(False, description="write each viewer's face embeddings to OUT/embeddings/ "
                                   "(biometric data: off by default; never in reports)")
     reports: bool = Field(True, description="render HTML reports after analysis")
+    annotate: bool = Field(False, description="also write OUT/annotated/<video_id>.mp4: the recording with each "
+                           "face's box, viewer id and dominant emotion drawn on every frame (H.264; about 40 CPU s "
+                           "per minute of 720p30 video, fer_pipeline/annotate.py)")
 
 
 class StudyConfig(_Section):

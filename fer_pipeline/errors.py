@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-__all__ = ["DamagedOutputError", "OutputError", "is_disk_full", "one_line"]
+__all__ = ["DamagedOutputError", "OutputError", "is_disk_full", "is_transient", "one_line"]
 
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 _FULL_TEXT = ("no space left on device", "disk quota exceeded")
@@ -24,6 +24,23 @@ def is_disk_full(e: BaseException) -> bool:
     seen = 0
     while e is not None and seen < 8:
         if isinstance(e, OSError) and (e.errno in _FULL or any(t in str(e).lower() for t in _FULL_TEXT)):
+            return True
+        e, seen = (e.__cause__ or e.__context__), seen + 1
+    return False
+
+
+#: I/O errors that may go away when tried again (a network share or a USB disk hiccup), not a bad file.
+_TRANSIENT = tuple(getattr(errno, n) for n in ("EIO", "EAGAIN", "ETIMEDOUT", "ESTALE", "ECONNRESET", "EINTR",
+                                              "EBUSY", "EREMOTEIO", "ENETDOWN", "ENETUNREACH", "EHOSTUNREACH")
+                   if hasattr(errno, n))
+
+
+def is_transient(e: BaseException) -> bool:
+    """Whether ``e`` (or an exception it was raised from) is an ``OSError`` whose errno is worth a retry (EIO,
+    ETIMEDOUT, ESTALE, ...; see ``_TRANSIENT``), as opposed to a missing, unreadable or broken file."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError) and e.errno in _TRANSIENT:
             return True
         e, seen = (e.__cause__ or e.__context__), seen + 1
     return False

@@ -62,11 +62,21 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def make_video_id(path: str | Path, sha256: str | None) -> str:
-    """Readable, stable id: the file stem as a slug plus 10 hex digits of the content hash.
+    """Readable, stable id of a video: ``<slug>-<10 hex>``, from the file name and the file's bytes.
 
-    The same content under the same name always gets the same id; a renamed or edited file gets a new one. Without a
-    hash (unreadable file) the digits come from the path. Only ``[a-z0-9-]`` are used, so the id is safe in folder
-    names, URLs and HTML.
+    ``slug``: the file name without its extension, lower-cased, every run of characters other than ``a-z0-9``
+    replaced by one ``-``, at most 40 characters (``video`` when nothing is left). ``10 hex``: the first 10 hex
+    digits of the sha256 of the file's bytes (``sha256``).
+
+    So the id depends on the name and the content, not on the folder, the extension or the file's dates: the same
+    bytes under ``a/My Clip.mp4`` and ``b/my_clip.MOV`` get the same id (the skip rule reuses one for the other),
+    while a copy under another name, or an edited file, gets a new id and is analysed as another video. Without a
+    hash (unreadable file) the digits come from the absolute path. Only ``[a-z0-9-]`` are used, so the id is safe in
+    folder names, URLs and HTML.
+
+    Args:
+        path: the video file (only its name is used when ``sha256`` is given).
+        sha256: hex sha256 of its bytes (:func:`sha256_file`), or ``None``.
     """
     stem = Path(str(path)).stem.lower()
     slug = re.sub(r"[^a-z0-9]+", "-", stem).strip("-")[:40].strip("-") or "video"

@@ -139,3 +139,27 @@ def run_interruptible(fn: Callable[[], Any], grace_s: float = 15.0,
     if "error" in box:
         raise box["error"]
     return box.get("result"), (got[0] if got else None)
+
+
+def stop_children(exclude: set[int] | frozenset = frozenset(), timeout_s: float = 60.0) -> int:
+    """End this process's child processes (but ``exclude``, e.g. a server they still need): SIGTERM, then up to
+    ``timeout_s`` seconds for them to finish their own clean-up, then SIGKILL. Returns how many there were.
+
+    ``fer-pipeline serve`` calls it on SIGTERM before it stops its Prefect server, so that a flow run in progress
+    can still report its end to the server instead of dying with connection errors.
+    """
+    import psutil
+
+    kids = [c for c in psutil.Process().children(recursive=False) if c.pid not in exclude]
+    for c in kids:
+        try:
+            c.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(kids, timeout=timeout_s)
+    for c in alive:
+        try:
+            c.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return len(kids)

@@ -3,6 +3,7 @@ by every video it analyses."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -51,6 +52,12 @@ class Models:
     embedder: FaceEmbedder | None = None
 
     @classmethod
+    def cached(cls, cfg_json: str) -> "Models":
+        """:meth:`load` once per configuration (its JSON) and process: the CLI's check of what is already done and
+        the flow's tasks share the loaded models. Raises as :meth:`load`."""
+        return _cached_models(cfg_json)
+
+    @classmethod
     def load(cls, cfg: PipelineConfig) -> "Models":
         """Build the configured detector and emotion model. Both run on one device: ``classify.device``, which
         ``detect.device`` follows unless set.
@@ -74,3 +81,8 @@ class Models:
 
             embedder = build_embedder(cfg.reid, device=cfg.classify.device)
         return cls(detector, emotion, d.backend, detector.sha256, embedder)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_models(cfg_json: str) -> Models:
+    return Models.load(PipelineConfig.model_validate_json(cfg_json))

@@ -27,7 +27,7 @@ import numpy as np
 
 from fer_pipeline import __version__, interrupt
 from fer_pipeline.config import PipelineConfig
-from fer_pipeline.errors import OutputError, is_disk_full, one_line
+from fer_pipeline.errors import OutputError, is_disk_full, is_transient, one_line
 from fer_pipeline.fileutil import make_video_id, sha256_file
 from fer_pipeline.cuts import CutDetector
 from fer_pipeline.decode import decode_ahead
@@ -134,8 +134,9 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
 
     Returns:
         The ``videos`` row written (dict; ``status`` is ``ok``, ``failed`` or ``skipped``) plus ``stage_s`` (seconds
-        per stage), ``video_id`` and ``note`` (why it was re-analysed, or None). Never raises for a bad input file:
-        the reason is in ``error``.
+        per stage), ``video_id`` and ``note`` (why it was re-analysed, or None); a failed row also has ``transient``
+        (True when an I/O error that may go away caused it: worth a retry). Never raises for a bad input file: the
+        reason is in ``error``.
 
     Raises:
         Interrupted: a stop was requested (:mod:`fer_pipeline.interrupt`) before or while it was analysed; nothing
@@ -196,7 +197,8 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
                 logger.warning("failed %s: %s", path, one_line(e))
             row.update(status="failed", error=one_line(e), processing_s=time.perf_counter() - t0)
             _commit_failed(out_dir, video_id, row, models)
-            return {**row, "video_id": video_id, "stage_s": times.as_dict(), "note": None}
+            return {**row, "video_id": video_id, "stage_s": times.as_dict(), "note": None,
+                    "transient": is_transient(e)}
 
 
 def _commit_failed(out_dir: Path, video_id: str, row: dict, models: Models | None) -> None:

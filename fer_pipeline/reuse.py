@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["reuse", "settings_changes", "settings_fingerprint"]
+__all__ = ["reuse", "settings_changes", "settings_fingerprint", "stored_results"]
 
 
 def settings_fingerprint(cfg: PipelineConfig, models: Models) -> dict:
@@ -82,3 +82,38 @@ def reuse(out_dir: Path, video_id: str, settings: str, fingerprint: dict) -> tup
         logger.warning("%s: %s; analysing it again", video_id, "; ".join(problems))
         return None, "damaged output: " + problems[0]
     return prev, None
+
+
+def stored_results(videos: list, out_dir: Path, cfg: PipelineConfig, models: Models) -> list[dict] | None:
+    """The stored rows of ``videos`` when every one of them can be reused as it is (:func:`reuse`), else ``None``
+    (stops at the first that cannot). Lets a run whose videos are all done finish without starting the flow engine.
+
+    Args:
+        videos: input files (as :func:`fer_pipeline.inputs.list_videos` gives them).
+        out_dir: the output folder.
+        cfg: the run's settings.
+        models: the loaded models (their weights' sha256 are part of the fingerprint).
+
+    Returns:
+        One row per video as :func:`fer_pipeline.pipeline.analyze_video` returns it for a skipped video (status
+        ``skipped``, ``video_id``, ``note`` None, ``path`` the given one), or ``None``.
+    """
+    from fer_pipeline.fileutil import make_video_id, sha256_file
+
+    fingerprint = settings_fingerprint(cfg, models)
+    settings = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
+    rows = []
+    for v in videos:
+        p = Path(v)
+        if not p.is_file():
+            return None
+        try:
+            video_id = make_video_id(p, sha256_file(p))
+        except OSError:
+            return None
+        prev, _ = reuse(Path(out_dir), video_id, settings, fingerprint)
+        if prev is None:
+            return None
+        rows.append({**prev, "path": str(p), "status": "skipped", "video_id": video_id, "note": None,
+                     "stage_s": {}})
+    return rows

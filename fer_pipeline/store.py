@@ -154,6 +154,67 @@ def to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
 
 
+#: What each column means, with units and ranges; stored as the ``description`` of each field of every part file
+#: (``pyarrow.parquet.read_schema(f).field("valence").metadata``), so a file passed around explains itself.
+DESCRIPTIONS = {
+    "video_id": "the recording: file name slug + 10 hex digits of its sha256 (also the partition folder)",
+    "frame_index": "index of the frame in the decoded stream (0-based)",
+    "timestamp_s": "presentation time of the frame, seconds from the start of the video",
+    "track_id": "one continuous run of one face (1-based, per video)",
+    "viewer_id": "one person in the video: tracks joined by re-identification (1-based, per video)",
+    "x1": "face box left, pixels of the upright frame", "y1": "face box top, pixels of the upright frame",
+    "x2": "face box right, pixels of the upright frame", "y2": "face box bottom, pixels of the upright frame",
+    "det_score": "face detector confidence, [0, 1]",
+    "emotion": "dominant emotion (argmax of the probabilities)",
+    "yaw": "head turned left/right, degrees (0 = facing the camera)", "pitch": "head tilted up/down, degrees",
+    "roll": "head tilted sideways in the image, degrees",
+    "attentive": "facing the camera: |yaw| and |pitch| within the attention limits",
+    "second": "window [second, second + 1) of video time, seconds",
+    "n_samples": "sampled frames of the track in that second",
+    "viewers": "viewers seen in that second",
+    "valence": "p_happy - (p_angry + p_disgust + p_fear + p_sad), [-1, 1]",
+    "expressiveness": "1 - p_neutral, [0, 1]",
+    "attention": "share of samples (timeline) or of viewers (audience) facing the camera, [0, 1]",
+    "status": "ok, failed or skipped", "error": "why the video failed (one line)",
+    "duration_s": "video duration, seconds", "fps": "average frame rate, Hz",
+    "processing_s": "wall time of the analysis, seconds",
+}
+
+
+def _description(name: str) -> str | None:
+    if name.startswith("p_"):
+        return f"probability of {name[2:]}, [0, 1] (rows sum to 1); in timeline/audience a mean"
+    if name.startswith("share_"):
+        return f"share of viewers whose dominant emotion is {name[6:]}, [0, 1]"
+    return DESCRIPTIONS.get(name)
+
+
+#: Text columns with few distinct values, dictionary-encoded in the files (smaller, and categories in pandas).
+DICTIONARY_COLUMNS = ("emotion", "status", "backend")
+
+
+def file_table(t: pa.Table, video_id: str, table: str) -> pa.Table:
+    """What a part file holds: ``t`` with ``video_id`` as its first, real column (so a file copied out of its
+    partition folder still says which video it is), ``emotion``/``status`` dictionary-encoded, and each field's
+    ``description`` in its metadata. Readers here drop the stored ``video_id`` and take the folder's."""
+    import pyarrow as pa
+
+    cols, fields = [], []
+    vid = pa.array([video_id] * t.num_rows, pa.string()).dictionary_encode()
+    for name, col in [("video_id", vid), *zip(t.column_names, t.columns)]:
+        if name in DICTIONARY_COLUMNS and pa.types.is_string(col.type):
+            col = col.dictionary_encode() if isinstance(col, pa.Array) else pa.chunked_array(
+                [c.dictionary_encode() for c in col.chunks], pa.dictionary(pa.int32(), pa.string()))
+        typ = col.type
+        desc = _description(name)
+        fields.append(pa.field(name, typ, metadata={"description": desc} if desc else None))
+        cols.append(col)
+    if t.num_rows == 0:  # an empty chunked array has no chunk to take the dictionary type from
+        cols = [pa.array([], f.type) if len(c) == 0 else c for c, f in zip(cols, fields)]
+    out = pa.Table.from_arrays(cols, schema=pa.schema(fields, metadata=t.schema.metadata))
+    return out
+
+
 class VideoWriter:
     """Writes one video's tables into the output folder atomically.
 
@@ -201,7 +262,7 @@ class VideoWriter:
         import pyarrow.parquet as pq
 
         schema = self._schema(table)
-        t = to_table(df, schema)
+        t = file_table(to_table(df, schema), self.video_id, table)
         t = t.replace_schema_metadata({**(t.schema.metadata or {}), **{k.encode(): v.encode()
                                                                          for k, v in self.metadata.items()}})
         d = self.stage / table
@@ -341,6 +402,11 @@ def read_parts(table_dir: str | Path, video_id: str | None = None, damaged: list
             bad.append((f, e.reason))
             continue
         df = t.to_pandas()
+        if "video_id" in df.columns:  # stored in the file too; the folder name is the key
+            df = df.drop(columns=["video_id"])
+        for c in df.columns:  # dictionary-encoded text comes back as categories: plain strings here
+            if isinstance(df[c].dtype, pd.CategoricalDtype):
+                df[c] = df[c].astype(object)
         df.insert(0, "video_id", f.parent.name.partition("=")[2])
         frames.append(df)
     if bad and damaged is not None:

@@ -43,8 +43,10 @@ def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float, what: str)
         time.sleep(0.1)
 
 
-def start_local_server(port: int = 4200, timeout_s: float = 180.0) -> subprocess.Popen:
+def start_local_server(port: int = 4200, timeout_s: float = 180.0, ui: bool = True) -> subprocess.Popen:
     """Start ``prefect server start`` on 127.0.0.1:``port``, wait for its health check, set ``PREFECT_API_URL``.
+    ``ui``: serve Prefect's UI too (on by default: it shows the runs of ``serve`` and, sharing the database, of
+    ``analyze``).
 
     Returns:
         The server process (terminate it when done).
@@ -53,7 +55,8 @@ def start_local_server(port: int = 4200, timeout_s: float = 180.0) -> subprocess
         RuntimeError: the server exited or did not answer within ``timeout_s`` seconds (the first start migrates
             its SQLite database, which can take a minute on 2 cores).
     """
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_UI_ENABLED": "1" if ui else "0"}
     env.pop("PREFECT_API_URL", None)
     proc = subprocess.Popen(child_command("prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)),
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -85,7 +88,7 @@ class TemporaryServer:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
         env.pop("PREFECT_API_URL", None)
         self.proc = subprocess.Popen(
             child_command("uvicorn", "--app-dir", self._app_dir, "--factory", "prefect.server.api.server:create_app",

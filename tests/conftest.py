@@ -12,6 +12,10 @@ import pytest
 # handler writes to pytest's already-closed stdout when the temporary server stops at exit.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# the CLI's other Prefect defaults (no telemetry; the pipeline's log records in the runs' logs), before any import
+from fer_pipeline.cli import prefect_defaults  # noqa: E402
+
+prefect_defaults()
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FER_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -94,12 +94,13 @@ def test_slots_are_reused_when_released():
                                          ("text", "not a video file"), ("missing", "file not found")])
 def test_bad_inputs_raise_video_error_with_path(tmp_path, kind, phrase):
     path = bad_input(kind, tmp_path)
+    before = _children()  # e.g. a Prefect server an earlier test of the session started
     with pytest.raises(VideoError) as ei:
         for _ in iter_batches_in_process(path, settings(sample_fps=5.0, batch_size=8, backend="pyav")):
             pass
     assert str(ei.value).startswith(phrase) and path.name in str(ei.value)
     assert ei.value.path == path
-    assert not _children()
+    assert _children() <= before  # the decode child is gone
 
 
 def test_child_log_records_reach_the_parent(caplog):

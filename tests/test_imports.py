@@ -9,8 +9,10 @@ from pathlib import Path
 from conftest import REPO
 
 PACKAGE = REPO / "fer_pipeline"
-#: Top layers, highest first; everything else in the package is a stage or a helper below them.
-LAYERS = ["fer_pipeline.cli", "flows", "fer_pipeline.report", "fer_pipeline.pipeline"]
+#: Top layers, highest first; everything else in the package is a stage or a helper below them. The entry points
+#: (``python -m fer_pipeline``, the CLI, the Python API) compose the flow, the report and the pipeline.
+LAYERS = ["fer_pipeline.__main__", "fer_pipeline.cli", "fer_pipeline.api", "fer_pipeline.flows", "fer_pipeline.report",
+          "fer_pipeline.pipeline"]
 
 
 def _modules() -> dict[str, Path]:
@@ -20,8 +22,8 @@ def _modules() -> dict[str, Path]:
         if parts[-1] == "__init__":
             parts = parts[:-1]
         mods[".".join(parts)] = f
-    for f in sorted((REPO / "flows").glob("*.py")):
-        mods["flows" if f.stem == "__init__" else f"flows.{f.stem}"] = f
+    for f in sorted((REPO / "flows").glob("*.py")):  # installed as fer_pipeline.flows (pyproject package-dir)
+        mods["fer_pipeline.flows" if f.stem == "__init__" else f"fer_pipeline.flows.{f.stem}"] = f
     return mods
 
 
@@ -100,5 +102,6 @@ def test_no_import_from_a_lower_layer_to_a_higher_one():
 def test_the_check_sees_the_imports():  # guards the checks above against reading nothing
     graph = _graph()
     assert "fer_pipeline.store" in graph["fer_pipeline.pipeline"]
-    assert "fer_pipeline.pipeline" in graph["flows.analyze"]
+    assert "fer_pipeline.pipeline" in graph["fer_pipeline.flows.analyze"]
+    assert "fer_pipeline.flows.analyze" in graph["fer_pipeline.cli"]
     assert _layer("fer_pipeline.pipeline") < _layer("fer_pipeline.store")

@@ -46,14 +46,14 @@ def test_tables_have_documented_columns(run_dir, models):
     p = prob_columns(labels)
     assert all(r["status"] == "ok" for r in results.values()), results
     faces = pd.read_parquet(out / "faces")
-    assert list(faces.columns) == ["frame_index", "timestamp_s", "track_id", "viewer_id", "x1", "y1", "x2", "y2", "det_score",
-                                   *p, "emotion", "yaw", "pitch", "roll", "attentive", "video_id"]
+    assert list(faces.columns) == ["video_id", "frame_index", "timestamp_s", "track_id", "viewer_id", "x1", "y1", "x2",
+                                   "y2", "det_score", *p, "emotion", "yaw", "pitch", "roll", "attentive"]
     tl = pd.read_parquet(out / "timeline")
-    assert list(tl.columns) == ["track_id", "viewer_id", "second", "n_samples", *p, "emotion", "valence", "expressiveness",
-                                "attention", "video_id"]
+    assert list(tl.columns) == ["video_id", "track_id", "viewer_id", "second", "n_samples", *p, "emotion", "valence",
+                                "expressiveness", "attention"]
     au = pd.read_parquet(out / "audience")
-    assert list(au.columns) == ["second", "viewers", *p, *[f"share_{x}" for x in labels], "valence",
-                                "expressiveness", "attention", "video_id"]
+    assert list(au.columns) == ["video_id", "second", "viewers", *p, *[f"share_{x}" for x in labels], "valence",
+                                "expressiveness", "attention"]
     assert faces.attentive.dtype == bool and faces[["yaw", "pitch", "roll"]].notna().all().all()
     assert tl.attention.between(0, 1).all() and au.attention.dropna().between(0, 1).all()
     vids = pd.read_parquet(out / "videos")

@@ -45,7 +45,20 @@ def test_round_trip_two_videos(tmp_path):
         w.commit(_row(f"/v/{vid}.mp4"))
     tl = pd.read_parquet(tmp_path / "timeline")
     assert set(tl["video_id"].astype(str)) == {"a-0000000000", "b-1111111111"}
-    assert list(tl.columns[:4]) == ["track_id", "viewer_id", "second", "n_samples"]
+    assert list(tl.columns[:5]) == ["video_id", "track_id", "viewer_id", "second", "n_samples"]
+    # a part file passed around on its own says which video it is, and what its columns mean
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = pq.read_table(tmp_path / "timeline" / "video_id=a-0000000000" / "part-0.parquet")
+    assert set(part.column("video_id").to_pylist()) == {"a-0000000000"}
+    assert pa.types.is_dictionary(part.schema.field("emotion").type)
+    assert b"[-1, 1]" in part.schema.field("valence").metadata[b"description"]
+    assert b"probability of happy" in part.schema.field("p_happy").metadata[b"description"]
+    vids_file = pq.read_table(tmp_path / "videos" / "video_id=b-1111111111" / "part-0.parquet")
+    assert pa.types.is_dictionary(vids_file.schema.field("status").type)
+    assert isinstance(tl["emotion"].dtype, pd.CategoricalDtype)  # pandas users get categories
+    assert read_table(tmp_path, "timeline")["emotion"].dtype == object  # the library's readers: plain strings
     vids = read_table(tmp_path, "videos")
     assert sorted(vids.video_id) == ["a-0000000000", "b-1111111111"] and set(vids.status) == {"ok"}
     assert not (tmp_path / ".staging").exists()

@@ -231,7 +231,7 @@ def test_folder_of_subfolders_is_a_study(tmp_path, study):
     assert sorted(r.respondent for r in m.rows if r.stimulus == "ad_A") == ["r1", "r2"]
     assert folder_study(rec) is None  # recordings directly in it: not a study
     # the flow: the recordings, then one study task per stimulus, then the pages
-    from flows.analyze import run_analyze
+    from fer_pipeline.flows.analyze import run_analyze
 
     res = run_analyze([str(tmp_path)], str(tmp_path / "out"), PipelineConfig())
     studies = {r["video_id"]: r for r in res if r["status"] == "study"}

@@ -22,17 +22,19 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from fer_pipeline import resources
 from fer_pipeline.fileutil import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "reports" / "templates"
-"""Folder of the Jinja2 templates (``video.html.j2``, ``index.html.j2``, ``base.html.j2``) at the repository root."""
+TEMPLATES_DIR = resources.templates_dir()
+"""Folder of the Jinja2 templates (``video.html.j2``, ``index.html.j2``, ``base.html.j2``, ...): ``reports/templates/``
+of the repository, installed as ``fer_pipeline/_templates/`` (:func:`fer_pipeline.resources.templates_dir`)."""
 
 PLOTLY_JS_NAME = "plotly.min.js"
 """File name of plotly.js next to the reports (``<script src="plotly.min.js">``)."""
 
-PLOTLY_BUNDLE = Path(__file__).resolve().parents[1] / "static" / "plotly-cartesian.min.js"
+PLOTLY_BUNDLE = resources.plotly_bundle()
 """plotly.js's "cartesian" partial bundle (1.5 MB; every trace type the reports use), vendored from npm
 (``fer_pipeline/static/README.md``). It parses in about half the time of the full 4.8 MB bundle."""
 
