@@ -281,12 +281,10 @@ def _run_flow(paths: list, out_dir: Path, cfg: PipelineConfig, force: bool,
 def _render(out_dir: Path, cfg: PipelineConfig) -> list[Path]:
     """Render every report of ``out_dir`` and its index (the model card summarised in them); reports that cannot be
     rendered are logged and left out."""
-    from fer_pipeline.report import ReportError, render_all
+    from fer_pipeline.report import ReportError, model_card, render_all
 
-    card_path = Path(cfg.classify.model).with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else None
     try:
-        return render_all(out_dir, model_card=card)
+        return render_all(out_dir, model_card=model_card(cfg.classify.model))
     except ReportError as e:
         logger.warning("%s", e)
         found = sorted((out_dir / "reports").glob("*.html"))

@@ -233,10 +233,9 @@ def _finish_if_all_done(videos, out: Path, cfg, study: Optional[Path], paths: li
             from fer_pipeline.study.run import run_study
 
             tables = run_study(out, manifest, cfg.study)
-            resp = tables.respondents
             for stim in tables.durations:
-                n = int(((resp["stimulus"] == stim) & (resp["status"] == "ok")).sum()) if len(resp) else 0
-                studies.append({"video_id": stim, "status": "study", "respondents": n})
+                studies.append({"video_id": stim, "status": "study",
+                                "respondents": tables.respondents_with_face(stim)})
             studies += [{"video_id": name, "status": "study-error", "error": e} for e in tables.errors]
         if cfg.output.reports:
             report_errors = _refresh_reports(out, cfg, manifest is not None and bool(manifest.rows))
@@ -287,17 +286,15 @@ def _annotate_done(rows: list[dict], out: Path) -> list[str]:
 def _refresh_reports(out: Path, cfg, with_study: bool) -> list[str]:
     """Re-render the reports and the index when the index is missing or older than a ``videos`` part; the study
     pages when the run has a study. Returns one line per problem."""
-    from fer_pipeline.report import ReportError, render_all
+    from fer_pipeline.report import ReportError, model_card, render_all
 
     errors = []
     index = out / "index.html"
     parts = list((out / "videos").glob("video_id=*/*.parquet"))
     newest = max((p.stat().st_mtime for p in parts), default=0.0)
     if not index.is_file() or index.stat().st_mtime < newest or with_study:
-        card_path = Path(cfg.classify.model).with_suffix(".json")
-        card = json.loads(card_path.read_text()) if card_path.is_file() else None
         try:
-            render_all(out, model_card=card)
+            render_all(out, model_card=model_card(cfg.classify.model))
         except ReportError as e:
             errors.append(one_line(e))
     if with_study:
@@ -508,9 +505,8 @@ def study_cmd(
         raise typer.Exit(1) from None
     for line in tables.errors:
         console.print(f"[red]error:[/red] {line}")
-    resp = tables.respondents
     for stim in tables.durations:
-        n = int(((resp["stimulus"] == stim) & (resp["status"] == "ok")).sum()) if len(resp) else 0
+        n = tables.respondents_with_face(stim)
         console.print(f"study {stim}: {n} respondent{'s' if n != 1 else ''} with a face, "
                       f"{tables.durations[stim]:.1f} s")
     console.print(f"tables: {out.resolve()}/{{stimulus,respondents,segments,respondent_seconds}}")
@@ -722,12 +718,10 @@ def report(out: Path = typer.Argument(..., metavar="OUT", help="output folder of
         console.print(f"[red]error:[/red] no `videos` table in {out}: run `fer-pipeline analyze` first")
         raise typer.Exit(2)
     from fer_pipeline.errors import OutputError, is_disk_full
-    from fer_pipeline.report import ReportError
+    from fer_pipeline.report import ReportError, model_card
 
-    card_path = Path(model or PipelineConfig().classify.model).with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else None
     try:
-        paths = render_all(out, model_card=card)
+        paths = render_all(out, model_card=model_card(model or PipelineConfig().classify.model))
     except ReportError as e:
         for vid, why in e.errors.items():
             console.print(f"[red]error:[/red] {vid}: {why}")

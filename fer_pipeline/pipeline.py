@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import sys
 import threading
@@ -34,7 +33,7 @@ from fer_pipeline.decode import decode_ahead
 from fer_pipeline.headpose import is_attentive
 from fer_pipeline.models import Models
 from fer_pipeline.reid import TrackSamples, viewers_of_tracks
-from fer_pipeline.reuse import reuse, settings_fingerprint
+from fer_pipeline.reuse import reuse, settings_fingerprint, settings_json
 from fer_pipeline.stages import FaceStages, StageTimes, timed_batches
 from fer_pipeline.store import VideoWriter, claim, embeddings_frame, faces_frame
 from fer_pipeline.thumbnails import Thumbnails
@@ -171,7 +170,7 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
             models = models or Models.load(cfg)
             row["emotion_model"] = f"{models.emotion.spec.name}@{models.emotion.spec.sha256[:12]}"
             fingerprint = settings_fingerprint(cfg, models)
-            row["settings"] = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
+            row["settings"] = settings_json(fingerprint)
             row["settings_sha256"] = hashlib.sha256(row["settings"].encode()).hexdigest()
             prev, why = (None, None) if force else reuse(out_dir, video_id, row["settings"], fingerprint)
             if prev is not None:

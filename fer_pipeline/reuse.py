@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["reuse", "settings_changes", "settings_fingerprint", "stored_results"]
+__all__ = ["reuse", "settings_changes", "settings_fingerprint", "settings_json", "stored_results"]
 
 
 def settings_fingerprint(cfg: PipelineConfig, models: Models) -> dict:
@@ -35,6 +35,11 @@ def settings_fingerprint(cfg: PipelineConfig, models: Models) -> dict:
     if models.embedder is not None:
         out["embedder_sha256"] = models.embedder.sha256
     return out
+
+
+def settings_json(fingerprint: dict) -> str:
+    """The fingerprint as stored in ``videos.settings`` (sorted keys, no spaces): what the skip rule compares."""
+    return json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -101,7 +106,7 @@ def stored_results(videos: list, out_dir: Path, cfg: PipelineConfig, models: Mod
     from fer_pipeline.fileutil import make_video_id, sha256_file
 
     fingerprint = settings_fingerprint(cfg, models)
-    settings = json.dumps(fingerprint, sort_keys=True, separators=(",", ":"))
+    settings = settings_json(fingerprint)
     rows = []
     for v in videos:
         p = Path(v)

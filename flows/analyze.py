@@ -132,12 +132,11 @@ def render_reports_task(out_dir: str, model_path: str) -> dict:
         ``{"paths": [written files], "error": None}``, or with ``error`` one line: reports that could not be
         rendered (damaged tables), or the output folder full (``"no space left on device: OUT"``).
     """
-    from fer_pipeline.report import ReportError, render_all
+    from fer_pipeline.report import ReportError, model_card, render_all
 
-    card_path = Path(model_path).with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else None
     try:
-        return {"paths": [str(p) for p in render_all(Path(out_dir), model_card=card)], "error": None}
+        return {"paths": [str(p) for p in render_all(Path(out_dir), model_card=model_card(model_path))],
+                "error": None}
     except ReportError as e:
         return {"paths": [], "error": one_line(e)}
     except OSError as e:
@@ -169,8 +168,8 @@ def study_task(out_dir: str, manifest_json: str, stimulus: str, cfg_json: str) -
                 "error": str(OutputError.from_os_error(e, out_dir))}
     except Exception as e:  # noqa: BLE001 - one stimulus' failure is reported, the others go on
         return {"stimulus": stimulus, "respondents": 0, "errors": [], "error": one_line(e)}
-    ok = tables.respondents["status"] == "ok" if len(tables.respondents) else []
-    return {"stimulus": stimulus, "respondents": int(sum(ok)), "errors": tables.errors, "error": None}
+    return {"stimulus": stimulus, "respondents": tables.respondents_with_face(stimulus), "errors": tables.errors,
+            "error": None}
 
 
 @task(name="render-studies", cache_policy=NO_CACHE)

@@ -27,6 +27,7 @@ from fer_pipeline.report.html import (
 )
 from fer_pipeline.report.render import (
     ReportError,
+    model_card,
     render_all,
     render_index,
     render_video_report,
@@ -39,6 +40,7 @@ __all__ = [
     "ReportError",
     "ensure_plotly_js",
     "json_for_script",
+    "model_card",
     "render_all",
     "render_index",
     "render_video_report",

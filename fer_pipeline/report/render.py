@@ -7,6 +7,7 @@ atomically (:mod:`fer_pipeline.fileutil`).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -144,6 +145,17 @@ def saved_thumbnails(reports_dir: Path, video_id: str) -> dict[str, dict[int, st
             continue
         thumbs[kinds[kind]][int(num)] = f"thumbs/{video_id}/{f.name}"
     return thumbs
+
+
+def model_card(model_path: str | Path) -> dict | None:
+    """The card (``.json`` beside the ``.onnx``) of an emotion model, to summarise in the reports; ``None`` when the
+    model has no card there (the reports then leave the model card section out).
+
+    Raises:
+        ValueError: the card is not valid JSON.
+    """
+    card_path = Path(model_path).with_suffix(".json")
+    return json.loads(card_path.read_text()) if card_path.is_file() else None
 
 
 def render_all(out_dir: Path, model_card: dict | None = None) -> list[Path]:

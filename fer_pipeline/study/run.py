@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 
 from fer_pipeline.aggregate import emotion_labels
 from fer_pipeline.config import StudyConfig
@@ -16,7 +15,22 @@ from fer_pipeline.study.manifest import Manifest
 from fer_pipeline.study.store import write_study
 from fer_pipeline.study.tables import StudyTables, build_study
 
-FACE_COLUMNS = ("track_id", "viewer_id", "timestamp_s", "attentive")
+DEFAULT_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+def _labels(out_dir: Path) -> list[str]:
+    """The emotion model's labels, from the ``p_<label>`` columns of a ``faces`` part's schema (no rows read);
+    FER2013's seven when the folder has no faces part."""
+    import pyarrow.parquet as pq
+
+    for f in sorted((out_dir / "faces").glob("video_id=*/*.parquet")):
+        try:
+            found = emotion_labels(pq.read_schema(f).names)
+        except (OSError, ValueError):  # damaged: build_study names it when it reads the rows
+            continue
+        if found:
+            return found
+    return list(DEFAULT_LABELS)
 
 
 def run_study(out_dir: str | Path, manifest: Manifest, cfg: StudyConfig | None = None,
@@ -46,23 +60,8 @@ def run_study(out_dir: str | Path, manifest: Manifest, cfg: StudyConfig | None =
         manifest = Manifest([r for r in manifest.rows if r.stimulus in keep], list(manifest.errors),
                             manifest.attributes, manifest.source)
     videos = read_table(out_dir, "videos")
-    labels: list[str] = []
-
-    def faces_of(video_id: str) -> pd.DataFrame:
-        df = read_parts(out_dir / "faces", video_id)
-        found = emotion_labels(df.columns)
-        if found and not labels:
-            labels.extend(found)
-        return df
-
-    # the labels come from the first recording's faces; read one up front so build_study has them
-    first = next((v for v in videos.get("video_id", pd.Series(dtype=object)) if (out_dir / "faces" /
-                                                                                 f"video_id={v}").is_dir()), None)
-    if first is not None:
-        faces_of(first)
-    if not labels:
-        labels.extend(["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"])
-    tables = build_study(manifest, videos, faces_of, labels, cfg, known)
+    tables = build_study(manifest, videos, lambda vid: read_parts(out_dir / "faces", vid), _labels(out_dir), cfg,
+                         known)
     if write:
         settings = (cfg or StudyConfig()).model_dump(mode="json")
         write_study(out_dir, tables, whole, settings)  # the whole manifest is kept, whichever stimuli were computed

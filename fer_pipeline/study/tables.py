@@ -69,6 +69,11 @@ class StudyTables:
     attributes: list[str]
     errors: list[str] = field(default_factory=list)
 
+    def respondents_with_face(self, stimulus: str) -> int:
+        """How many of the stimulus' respondents (manifest rows) had a face in its window (status ``ok``)."""
+        r = self.respondents
+        return int(((r["stimulus"] == stimulus) & (r["status"] == "ok")).sum()) if len(r) else 0
+
 
 def match_recordings(manifest: Manifest, videos: pd.DataFrame,
                      known: dict[str, str] | None = None) -> dict[int, str]:
