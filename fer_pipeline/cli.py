@@ -705,6 +705,126 @@ def ui(port: int = typer.Option(4200, metavar="PORT", help="port of the Prefect 
 
 
 @app.command()
+def live(
+    source: str = typer.Argument(..., metavar="SOURCE",
+                                 help="camera (0 or /dev/video0), stream URL (rtsp://, udp://, srt://, http(s):// "
+                                      "HLS or MJPEG), - for a stream on stdin, or a video file (see --realtime)"),
+    out: Path = typer.Option(Path("out"), "--out", "-o", metavar="OUT",
+                             help="output folder for the Parquet tables, live.html and the report"),
+    duration: Optional[float] = typer.Option(None, "--duration", metavar="S",
+                                             help="end after this many seconds of stream time [default: none]"),
+    idle_timeout: float = typer.Option(10.0, "--idle-timeout", metavar="S", min=0.1,
+                                       help="end when the source has sent nothing for this long (also the time "
+                                            "allowed to open it)"),
+    reconnect: int = typer.Option(0, "--reconnect", metavar="N", min=0,
+                                  help="reopen a dropped connection up to N times (gaps recorded in videos.gap_s)"),
+    flush_s: float = typer.Option(10.0, "--flush-s", metavar="S", min=0.1,
+                                  help="seconds of stream time between writes of the tables (a crash loses at "
+                                       "most this plus a few seconds)"),
+    realtime: bool = typer.Option(False, "--realtime", help="play a file source at its real pace, like a camera "
+                                  "(demos, tests); without it a file is read as fast as it decodes"),
+    serve_port: Optional[int] = typer.Option(None, "--serve-port", metavar="PORT",
+                                             help="also serve OUT on http://127.0.0.1:PORT/live.html"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", metavar="YAML",
+                                          help="pipeline settings (see configs/pipeline.yaml) [default: built-in]"),
+    sample_fps: Optional[float] = typer.Option(None, metavar="HZ", help="frames analysed per second [default: 5]"),
+    model: Optional[Path] = typer.Option(None, metavar="ONNX", help="emotion model .onnx with its .json card"),
+    detector: Optional[str] = typer.Option(None, metavar="NAME", help="face detector: centerface or insightface"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip the report and index at the end"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log what each stage does"),
+) -> None:
+    """Analyse a camera or a network stream as it happens, into the same tables and report as a batch run.
+
+    Decoding runs ahead in a thread and hands the pipeline the newest frames at sample_fps, dropping what it cannot
+    keep up with (videos.frames_dropped); each sample's latency from arrival to probabilities is measured
+    (videos.latency_p50_s, latency_p95_s). Every --flush-s seconds the settled rows are written as new Parquet part
+    files under one video_id per session (live-<source>-<UTC start>); OUT/live.html shows the last minutes,
+    refreshed every second. At the end (--duration, --idle-timeout, the end of the stream, Ctrl-C or SIGTERM) the
+    rest is written and the session's report and OUT/index.html are rendered.
+
+    Exit codes: 0 the session ended (including Ctrl-C / SIGTERM: everything is kept); 1 the stream ended by an
+    error after its reconnections (what came is kept), or OUT cannot be written; 2 the source does not exist or
+    cannot be opened, or bad arguments.
+    """
+    _setup_logging(verbose)
+    cfg = _load_cfg(config, **{"decode.sample_fps": sample_fps, "classify.model": model,
+                               "detect.backend": detector, "output.reports": False if no_report else None})
+    from fer_pipeline.errors import OutputError
+    from fer_pipeline.interrupt import run_interruptible
+    from fer_pipeline.live_run import LiveRun
+    from fer_pipeline.stream.source import SourceError
+
+    try:
+        run = LiveRun(source, out, cfg, realtime=realtime, duration_s=duration, idle_timeout_s=idle_timeout,
+                      reconnect=reconnect, flush_s=flush_s)
+    except SourceError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    server = _serve_out(out, serve_port) if serve_port else None
+    console.print(f"live: {source} -> {out} (video_id {run.session.video_id}); page: "
+                  + (f"http://127.0.0.1:{serve_port}/live.html" if server else f"{(out / 'live.html').absolute()}"))
+
+    def go() -> None:
+        every = 5.0 if not sys.stderr.isatty() else 1.0
+        shown = -every
+        for sec in run:
+            if sec["second"] - shown >= every:
+                shown = sec["second"]
+                st = run.status()
+                val = sec.get("valence")
+                console.print(f"  {sec['second']:>6d} s  viewers {sec['viewers']}  valence "
+                              f"{'-' if val is None or val != val else f'{val:+.2f}'}  latency p95 "
+                              f"{st['latency_p95_s']:.2f} s  dropped {st['frames_dropped']}", highlight=False)
+
+    try:
+        _, signum = run_interruptible(go, on_signal=lambda s: console.print("stopping: writing the rest"))
+    except SourceError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    except OutputError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
+    finally:
+        if server is not None:
+            server.shutdown()
+    r = run.result or {}
+    lat = r.get("latency_p95_s")
+    console.print(f"live session {r.get('video_id')} ended ({r.get('ended')}): {r.get('duration_s') or 0:.1f} s, "
+                  f"{r.get('frames_sampled', 0)} samples, {r.get('viewers', 0)} viewers, latency p50 "
+                  f"{r.get('latency_p50_s', float('nan')):.3f} s / p95 {lat if lat is not None else float('nan'):.3f}"
+                  f" s, {r.get('frames_dropped', 0)} dropped", highlight=False)
+    for p in run.report_paths:
+        if p.name != "index.html" and run.session.video_id in p.stem:
+            console.print(f"report: {p.resolve()}")
+    if run.report_paths:
+        console.print(f"index: {(out / 'index.html').resolve()}")
+    if r.get("ended") == "error":
+        console.print(f"[red]error:[/red] {r.get('error')}")
+        raise typer.Exit(1)
+
+
+def _serve_out(out: Path, port: int):
+    """Serve OUT read-only on http://127.0.0.1:PORT in a daemon thread (the standard library's HTTP server: local
+    only, no directory outside OUT). Returns the server (``shutdown()`` stops it)."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # the page polls every second: no line per request
+            pass
+
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Quiet, directory=str(out)))
+    except OSError as e:
+        console.print(f"[red]error:[/red] cannot serve on 127.0.0.1:{port}: {one_line(e)}")
+        raise typer.Exit(2) from None
+    threading.Thread(target=server.serve_forever, name="live-http", daemon=True).start()
+    return server
+
+
+@app.command()
 def report(out: Path = typer.Argument(..., metavar="OUT", help="output folder of an earlier `analyze` run"),
            model: Optional[Path] = typer.Option(None, metavar="ONNX",
                                                 help="model card source (.onnx) [default: configured model]"),
@@ -769,12 +889,13 @@ def evaluate(
                                                    "train|valid|test"),
     detect: bool = typer.Option(False, "--detect", help="photos: detect and align the face first"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
-    out: Optional[Path] = typer.Option(None, metavar="DIR", help="write confusion.png and metrics.json here"),
+    out: Optional[Path] = typer.Option(None, metavar="DIR", help="write confusion.png, reliability.png and metrics.json here"),
 ) -> None:
-    """Accuracy, macro-F1, per-class precision/recall/F1 and confusion matrix of the emotion model."""
+    """Accuracy, macro-F1, calibration (ECE of the top-1 probability in 15 bins, NLL), per-class
+    precision/recall/F1 and confusion matrix of the emotion model."""
     _setup_logging(False)
     from fer_pipeline.config import PipelineConfig
-    from fer_pipeline.evaluate import confusion_png, evaluate_path
+    from fer_pipeline.evaluate import confusion_png, evaluate_path, reliability_png
 
     if not path.exists():
         console.print(f"[red]error:[/red] not found: {path}")
@@ -788,13 +909,15 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(res, indent=2))
         confusion_png(res, out / "confusion.png")
+        reliability_png(res, out / "reliability.png")
     if as_json:
-        sys.stdout.write(json.dumps({k: res[k] for k in ("accuracy", "macro_f1", "n", "labels", "per_class",
-                                                         "confusion")}) + "\n")
+        sys.stdout.write(json.dumps({k: res[k] for k in ("accuracy", "macro_f1", "ece", "nll", "n", "labels",
+                                                         "per_class", "confusion")}) + "\n")
         return
     c = Console()
     c.print(f"{res['dataset']} {res['split'] or ''}  n={res['n']}  accuracy {res['accuracy']:.4f}  "
-            f"macro-F1 {res['macro_f1']:.4f}" + (f"  (no face found: {res['n_no_face']})" if res["n_no_face"] else ""))
+            f"macro-F1 {res['macro_f1']:.4f}  ECE {res['ece']:.4f}  NLL {res['nll']:.4f}"
+            + (f"  (no face found: {res['n_no_face']})" if res["n_no_face"] else ""))
     t = Table("label", "precision", "recall", "F1", "support")
     for lab, m in res["per_class"].items():
         t.add_row(lab, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", str(m["support"]))
@@ -803,6 +926,70 @@ def evaluate(
     for lab, row in zip(res["labels"], res["confusion"]):
         cm.add_row(lab, *map(str, row))
     c.print(cm)
+
+
+@app.command()
+def explain(
+    path: Path = typer.Argument(..., metavar="PATH", help="an image (a face crop; a photo with --detect), an "
+                                "ImageFolder (<class>/<image>, as for `evaluate`), a FER2013/FER+ zip or folder, "
+                                "or a video (the faces of its key moments)"),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR", help="write the heatmaps, mean maps, explain.json, "
+                             "explain.csv and maps.npz here"),
+    method: str = typer.Option("occlusion", "--method", metavar="METHOD",
+                               help="occlusion (any ONNX model, onnxruntime only) or gradcam (a torch .ckpt "
+                                    "training checkpoint; needs the train extra)"),
+    model: Optional[Path] = typer.Option(None, "--model", metavar="FILE",
+                                         help="the model: .onnx with its card for occlusion [default: the shipped "
+                                              "model], a .ckpt for gradcam (required)"),
+    detect: bool = typer.Option(False, "--detect", help="photos: detect and align the faces first (an image: every "
+                                "face; a folder: the largest face per photo)"),
+    split: Optional[str] = typer.Option(None, metavar="SPLIT", help="FER2013: train|public-test|private-test "
+                                        "[default: private-test]; FER+: train|valid|test [default: test]"),
+    limit: Optional[int] = typer.Option(None, metavar="N", help="a folder: at most N faces per class (the first "
+                                        "by file name) [default: all]"),
+    target: str = typer.Option("auto", metavar="CLASS", help="class whose evidence is mapped: auto (the true "
+                               "class where known, else the predicted one), true or predicted"),
+    patch: int = typer.Option(8, metavar="PX", help="occlusion: side of the grey patch, pixels of the aligned crop"),
+    stride: int = typer.Option(4, metavar="PX", help="occlusion: step between patch positions, pixels"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object (the summary) on stdout"),
+) -> None:
+    """Where the emotion network looks: a heatmap per face over its aligned crop, and the share of positive
+    importance in the upper (forehead, brows), middle (eyes, nose, cheeks) and lower (mouth, chin) thirds of the
+    crop, per class.
+
+    Occlusion (Zeiler & Fergus 2014): importance = p_class(crop) - p_class(crop with a grey patch there). Grad-CAM
+    (Selvaraju et al. 2017): the last conv block's activations weighted by the class score's gradient.
+
+    Exit codes: 0 done; 1 DIR or a file cannot be written or read; 2 bad arguments or input (a corrupt image is
+    named), or Grad-CAM given an ONNX model.
+    """
+    _setup_logging(False)
+    from fer_pipeline.explain import explain_path
+
+    try:
+        res = explain_path(path, out, method=method, model=model, detect=detect, split=split, limit=limit,
+                           target=target, patch_px=patch, stride_px=stride)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # RuntimeError: a detector's weights are missing
+        console.print(f"[red]error:[/red] {one_line(e, 1000)}")
+        raise typer.Exit(2) from None
+    except OSError as e:
+        console.print(f"[red]error:[/red] {one_line(e, 1000)}")
+        raise typer.Exit(1) from None
+    if as_json:
+        sys.stdout.write(json.dumps(res) + "\n")
+        return
+    c = Console()
+    c.print(f"{res['method']} on {res['n']} face(s) of {res['path']}"
+            + (f" (no face found: {res['n_no_face']})" if res["n_no_face"] else "")
+            + f"; maps of the {res['target']} class")
+    t = Table(res["group_by"], "n", "upper", "middle", "lower", "mean p(target)")
+    for lab, m in res["per_class"].items():
+        r = m["regions"] or {}
+        t.add_row(lab, str(m["n"]), *[f"{r[k]:.3f}" if k in r else "-" for k in ("upper", "middle", "lower")],
+                  f"{m['mean_p_target']:.3f}")
+    c.print(t)
+    c.print(f"wrote {res['heatmaps']} heatmaps to {res['out']}"
+            + (f"; mean maps: {res['mean_maps']}" if res["mean_maps"] else ""))
 
 
 def prefect_defaults() -> None:

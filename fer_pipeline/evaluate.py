@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fer_pipeline.calibration import calibration_metrics
 from fer_pipeline.classify import EmotionModel
 from fer_pipeline.training.data import ImageSet, _Source, detect_layout, load_split
 from fer_pipeline.training.evaluate import classification_metrics
@@ -92,7 +93,9 @@ def evaluate_path(path: str | Path, model_path: str | Path, split: str | None = 
         batch_size: faces per inference call.
 
     Returns:
-        ``classification_metrics`` dict plus ``dataset``, ``split``, ``model`` and ``n_no_face``.
+        ``classification_metrics`` dict plus ``dataset``, ``split``, ``model``, ``n_no_face``, and the calibration
+        of the top-1 probability over the faces found (:mod:`fer_pipeline.calibration`): ``ece`` (15 equal-width
+        bins, [0, 1]), ``nll`` (nats) and ``reliability`` (the bins of a reliability diagram).
 
     Raises:
         ValueError: unknown layout/split, or label mismatch between the dataset and the model.
@@ -126,7 +129,10 @@ def evaluate_path(path: str | Path, model_path: str | Path, split: str | None = 
         y_pred[ok] = probs.argmax(1)
         n_no_face = int((~ok).sum())
     res = classification_metrics(y_true, y_pred, labels)
-    res.update(dataset=layout, split=split, model=str(model_path), n_no_face=n_no_face)
+    found = y_pred >= 0  # faces found (every dataset crop)
+    cal = calibration_metrics(probs, np.asarray(y_true)[found])
+    res.update(dataset=layout, split=split, model=str(model_path), n_no_face=n_no_face, ece=cal["ece"],
+               nll=cal["nll"], reliability=cal["reliability"])
     return res
 
 
@@ -152,6 +158,41 @@ def confusion_png(res: dict, out: Path) -> Path:
                     color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(f"accuracy {res['accuracy']:.3f}, macro-F1 {res['macro_f1']:.3f} (n={res['n']})")
     fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def reliability_png(res: dict, out: Path) -> Path:
+    """Write the reliability diagram of ``res["reliability"]`` (accuracy against mean top-1 probability per bin,
+    the diagonal = perfect calibration, bar widths the bins, the share of faces per bin below) as a PNG; returns
+    its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = [b for b in res["reliability"] if b["n"]]
+    total = sum(b["n"] for b in bins) or 1
+    fig, (ax, axn) = plt.subplots(2, 1, figsize=(5.0, 5.6), dpi=110, sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="#888", lw=1, ls="--", label="perfect calibration")
+    ax.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["accuracy"] for b in bins],
+           width=[b["hi"] - b["lo"] for b in bins], color="#4c78a8", edgecolor="white", alpha=0.85, label="accuracy")
+    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="#e45756", ms=4,
+            label="mean confidence of the bin")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(f"{res.get('dataset') or ''} {res.get('split') or ''}: ECE {res['ece']:.3f}, NLL {res['nll']:.3f} "
+                 f"(n={total})", fontsize=9)
+    axn.bar([(b["lo"] + b["hi"]) / 2 for b in bins], [b["n"] / total for b in bins],
+            width=[b["hi"] - b["lo"] for b in bins], color="#9ecae9", edgecolor="white")
+    axn.set_xlabel("top-1 probability")
+    axn.set_ylabel("share of faces")
+    axn.set_xlim(0, 1)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

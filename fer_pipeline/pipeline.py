@@ -159,7 +159,8 @@ def analyze_video(path: str | Path, out_dir: str | Path, cfg: PipelineConfig | N
     row = {"path": str(path), "sha256": sha, "status": "failed", "error": None, "duration_s": None, "fps": None,
            "width": None, "height": None, "frames_sampled": 0, "faces_detected": 0, "tracks": 0, "viewers": 0,
            "processing_s": None, "emotion_model": None, "detector": cfg.detect.backend,
-           "pipeline_version": __version__, "created_at": created, "settings": None, "settings_sha256": None}
+           "pipeline_version": __version__, "created_at": created, "settings": None, "settings_sha256": None,
+           "latency_p50_s": float("nan"), "latency_p95_s": float("nan"), "frames_dropped": 0, "gap_s": 0.0}
     try:
         lock = claim(out_dir, video_id, wait=lambda owner: logger.warning(
             "waiting for %s: another run (%s) is analysing it", path, owner))

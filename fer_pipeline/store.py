@@ -132,6 +132,11 @@ def videos_schema() -> pa.Schema:
         # what the results depend on (fer_pipeline.reuse.settings_fingerprint): a re-run with other settings,
         # another model or detector re-analyses the video
         ("settings", pa.string()), ("settings_sha256", pa.string()),
+        # live sessions (fer_pipeline.stream): per-sample latency from frame arrival to probabilities ready
+        # (seconds; NaN for files), samples dropped because the pipeline was behind (0 for files), seconds of stream
+        # time lost to reconnections (0 for files)
+        ("latency_p50_s", pa.float64()), ("latency_p95_s", pa.float64()), ("frames_dropped", pa.int64()),
+        ("gap_s", pa.float64()),
     ])
 
 
@@ -175,9 +180,13 @@ DESCRIPTIONS = {
     "valence": "p_happy - (p_angry + p_disgust + p_fear + p_sad), [-1, 1]",
     "expressiveness": "1 - p_neutral, [0, 1]",
     "attention": "share of samples (timeline) or of viewers (audience) facing the camera, [0, 1]",
-    "status": "ok, failed or skipped", "error": "why the video failed (one line)",
+    "status": "ok, failed or skipped (live: while the session runs)", "error": "why the video failed (one line)",
     "duration_s": "video duration, seconds", "fps": "average frame rate, Hz",
     "processing_s": "wall time of the analysis, seconds",
+    "latency_p50_s": "live sessions: median seconds from a frame's arrival to its probabilities (NaN for files)",
+    "latency_p95_s": "live sessions: 95th percentile of that latency, seconds (NaN for files)",
+    "frames_dropped": "live sessions: sampled frames dropped because the pipeline was behind (0 for files)",
+    "gap_s": "live sessions: seconds of stream time without frames while reconnecting (0 for files)",
 }
 
 
@@ -284,10 +293,17 @@ class VideoWriter:
         schema = self._schema(table)
         self.write(table, schema.empty_table().to_pandas())
 
-    def commit(self, video_row: dict) -> None:
+    def commit(self, video_row: dict, part: str | None = None) -> None:
         """Write the ``videos`` row and move every staged table into ``OUT/<table>/video_id=<id>/``, replacing an
         earlier result of the same video. Tables not written this time are removed for this video, so the datasets
-        stay consistent with its ``videos`` row."""
+        stay consistent with its ``videos`` row.
+
+        Args:
+            video_row: the ``videos`` row (its ``part-0.parquet`` is replaced in any case).
+            part: for a live session's window (:mod:`fer_pipeline.stream`): the file name the staged
+                ``faces``/``timeline``/``audience`` parts take beside the session's earlier windows (e.g.
+                ``part-000003.parquet``); nothing else of the video is removed. None: the whole result of a video.
+        """
         import pandas as pd
 
         self.write("videos", pd.DataFrame([{k: video_row.get(k) for k in videos_schema().names}]))
@@ -300,10 +316,12 @@ class VideoWriter:
             for table in OPTIONAL_TABLES + TABLES:  # "videos" last: marks the video done
                 dest = self.out / table / f"video_id={self.video_id}"
                 if table not in self._written:
-                    shutil.rmtree(dest, ignore_errors=True)
+                    if part is None:
+                        shutil.rmtree(dest, ignore_errors=True)
                     continue
                 dest.mkdir(parents=True, exist_ok=True)
-                os.replace(self.stage / table / "part-0.parquet", dest / "part-0.parquet")
+                name = part if part is not None and table != "videos" else "part-0.parquet"
+                os.replace(self.stage / table / "part-0.parquet", dest / name)
         finally:
             self.abort()
 

@@ -65,6 +65,13 @@ class Thumbnails:
                     if crop.size:
                         self._tracks[tid] = (size, jpeg(crop, 128, 85))
 
+    def prune_seconds(self, keep: Iterable[int], before: int) -> None:
+        """Forget the frames of seconds earlier than ``before`` that are not in ``keep`` (a live session keeps only
+        the seconds that can still be key moments, so memory does not grow with the stream)."""
+        keep = set(keep)
+        for sec in [s for s in self._seconds if s < before and s not in keep]:
+            del self._seconds[sec]
+
     def files(self, track_ids: dict[int, int], seconds: Iterable[int],
               viewer_of: dict[int, int] | None = None) -> dict[str, bytes]:
         """The thumbnails to save: ``viewer-<viewer id>.jpg`` for each viewer, its best face over all its tracks

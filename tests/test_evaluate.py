@@ -70,8 +70,10 @@ def test_cli_json(tmp_path):
                         "public-test", "--json", "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
-    assert set(res) == {"accuracy", "macro_f1", "n", "labels", "per_class", "confusion"} and res["n"] == 3589
+    assert set(res) == {"accuracy", "macro_f1", "ece", "nll", "n", "labels", "per_class", "confusion"}
+    assert res["n"] == 3589 and 0 < res["ece"] < 1 and res["nll"] > 0
     assert (tmp_path / "confusion.png").stat().st_size > 1000
+    assert (tmp_path / "reliability.png").stat().st_size > 1000
     bad = subprocess.run([sys.executable, "-m", "fer_pipeline.cli", "evaluate", str(tmp_path / "nope")],
                          capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "not found" in bad.stderr

@@ -11,8 +11,8 @@ from conftest import REPO
 PACKAGE = REPO / "fer_pipeline"
 #: Top layers, highest first; everything else in the package is a stage or a helper below them. The entry points
 #: (``python -m fer_pipeline``, the CLI, the Python API) compose the flow, the report and the pipeline.
-LAYERS = ["fer_pipeline.__main__", "fer_pipeline.cli", "fer_pipeline.api", "fer_pipeline.flows", "fer_pipeline.report",
-          "fer_pipeline.pipeline"]
+LAYERS = ["fer_pipeline.__main__", "fer_pipeline.cli", "fer_pipeline.live_run", "fer_pipeline.api",
+          "fer_pipeline.flows", "fer_pipeline.report", "fer_pipeline.pipeline"]
 
 
 def _modules() -> dict[str, Path]:
