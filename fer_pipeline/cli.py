@@ -714,8 +714,11 @@ def live(
     duration: Optional[float] = typer.Option(None, "--duration", metavar="S",
                                              help="end after this many seconds of stream time [default: none]"),
     idle_timeout: float = typer.Option(10.0, "--idle-timeout", metavar="S", min=0.1,
-                                       help="end when the source has sent nothing for this long (also the time "
-                                            "allowed to open it)"),
+                                       help="end when the source has sent nothing for this long"),
+    open_timeout: Optional[float] = typer.Option(None, "--open-timeout", metavar="S", min=0.1,
+                                                 help="time allowed to open the source and get its first data "
+                                                      "[default: 60 for udp:// and rtp:// (the sender may start "
+                                                      "later), else the idle timeout]"),
     reconnect: int = typer.Option(0, "--reconnect", metavar="N", min=0,
                                   help="reopen a dropped connection up to N times (gaps recorded in videos.gap_s)"),
     flush_s: float = typer.Option(10.0, "--flush-s", metavar="S", min=0.1,
@@ -756,7 +759,7 @@ def live(
 
     try:
         run = LiveRun(source, out, cfg, realtime=realtime, duration_s=duration, idle_timeout_s=idle_timeout,
-                      reconnect=reconnect, flush_s=flush_s)
+                      reconnect=reconnect, flush_s=flush_s, open_timeout_s=open_timeout)
     except SourceError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None

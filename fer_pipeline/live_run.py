@@ -46,7 +46,8 @@ class LiveRun:
     def __init__(self, source: PathLike | int, out: PathLike | None = None,
                  config: PathLike | Mapping[str, Any] | PipelineConfig | None = None, *, realtime: bool = False,
                  duration_s: float | None = None, idle_timeout_s: float = 10.0, reconnect: int = 0,
-                 flush_s: float = 10.0, page: bool = True, reports: bool | None = None, **overrides: Any) -> None:
+                 flush_s: float = 10.0, page: bool = True, reports: bool | None = None,
+                 open_timeout_s: float | None = None, **overrides: Any) -> None:
         from fer_pipeline.api import _config
         from fer_pipeline.stream.session import LiveSession
         from fer_pipeline.stream.source import LiveSource
@@ -58,7 +59,8 @@ class LiveRun:
             cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"thumbnails": False})})
         self.do_reports = (cfg.output.reports if reports is None else bool(reports)) and self.out is not None
         src = LiveSource(str(source), cfg.decode.sample_fps, realtime=realtime, idle_timeout_s=idle_timeout_s,
-                         reconnect=reconnect, queue_frames=max(2, 2 * cfg.decode.batch_size))
+                         reconnect=reconnect, queue_frames=max(2, 2 * cfg.decode.batch_size),
+                         open_timeout_s=open_timeout_s)
         self.session: LiveSession = LiveSession(src, self.out, cfg, flush_s=flush_s, duration_s=duration_s)
         self._page_on = page and self.out is not None
         self.page: Path | None = None
@@ -141,7 +143,8 @@ class LiveRun:
 def live(source: PathLike | int, out: PathLike | None = None,
          config: PathLike | Mapping[str, Any] | PipelineConfig | None = None, *, realtime: bool = False,
          duration_s: float | None = None, idle_timeout_s: float = 10.0, reconnect: int = 0, flush_s: float = 10.0,
-         page: bool = True, reports: bool | None = None, **overrides: Any) -> LiveRun:
+         page: bool = True, reports: bool | None = None, open_timeout_s: float | None = None,
+         **overrides: Any) -> LiveRun:
     """Analyse a live source; iterate the result to get one dict per second as it happens.
 
     Args:
@@ -154,7 +157,9 @@ def live(source: PathLike | int, out: PathLike | None = None,
         config, **overrides: settings as for :func:`fer_pipeline.analyze` (``decode__sample_fps=5``, ...).
         realtime: pace a file source on its timestamps like a camera.
         duration_s: end after this many seconds of stream time (None: at the end of the source or a stop).
-        idle_timeout_s: end when nothing has been received for this many seconds (also the time allowed to open).
+        idle_timeout_s: end when nothing has been received for this many seconds.
+        open_timeout_s: seconds allowed to open the source and get its first data (default: 60 for ``udp://`` and
+            ``rtp://`` sources, whose sender may start later, else ``idle_timeout_s``).
         reconnect: times a dropped connection is reopened (each gap is recorded in ``videos.gap_s``).
         flush_s: seconds of stream time between writes of the tables.
         page: keep ``OUT/live.html`` (with ``out``).
@@ -169,7 +174,8 @@ def live(source: PathLike | int, out: PathLike | None = None,
         fer_pipeline.errors.OutputError: ``out`` cannot be written.
     """
     return LiveRun(source, out, config, realtime=realtime, duration_s=duration_s, idle_timeout_s=idle_timeout_s,
-                   reconnect=reconnect, flush_s=flush_s, page=page, reports=reports, **overrides)
+                   reconnect=reconnect, flush_s=flush_s, page=page, reports=reports, open_timeout_s=open_timeout_s,
+                   **overrides)
 
 
 def _plain(v: Any) -> Any:

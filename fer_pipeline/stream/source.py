@@ -58,6 +58,18 @@ _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 PTS_JUMP_S = 5.0
 
 
+#: Seconds a source that is received rather than fetched (UDP, RTP, an SRT listener) waits for its first data by
+#: default: its sender may well start after the command.
+LISTEN_OPEN_TIMEOUT_S = 60.0
+
+
+def _listens(spec: SourceSpec) -> bool:
+    """Whether the source waits for a sender (nothing to connect to): ``udp://``, ``rtp://``, ``srt://`` in listener
+    mode, or any URL with ``listen=1``."""
+    t = (spec.target or "").lower()
+    return spec.kind == "url" and (t.startswith(("udp://", "rtp://")) or "mode=listener" in t or "listen=1" in t)
+
+
 class SourceError(ValueError):
     """A live source cannot be opened or read; one line naming the source."""
 
@@ -144,8 +156,10 @@ class LiveSource:
         source: SOURCE as the user gave it (:func:`resolve_source`).
         sample_fps: samples per second of stream time, Hz (> 0).
         realtime: a file source is paced on its presentation times (a live source always is).
-        idle_timeout_s: end when nothing has been received for this long, seconds (> 0); also the time allowed
-            to open a network source.
+        idle_timeout_s: end when nothing has been received for this long, seconds (> 0).
+        open_timeout_s: time allowed to open the source and receive its first data, seconds; None: 60 s for
+            sources that are received rather than fetched (``udp://``, ``rtp://``, ``srt://`` ... ``mode=listener``:
+            the sender may start after this command), else ``idle_timeout_s``.
         reconnect: times a dropped connection is reopened before the source ends with an error (>= 0).
         queue_frames: samples kept waiting for the pipeline; when full the oldest is dropped (>= 1).
         stdin: the binary stream read for SOURCE ``-`` (standard input by default).
@@ -155,7 +169,8 @@ class LiveSource:
     """
 
     def __init__(self, source: str | os.PathLike, sample_fps: float, *, realtime: bool = False,
-                 idle_timeout_s: float = 10.0, reconnect: int = 0, queue_frames: int = 8, stdin: Any = None) -> None:
+                 idle_timeout_s: float = 10.0, reconnect: int = 0, queue_frames: int = 8, stdin: Any = None,
+                 open_timeout_s: float | None = None) -> None:
         if sample_fps <= 0:
             raise ValueError(f"sample_fps must be > 0, got {sample_fps}")
         if idle_timeout_s <= 0:
@@ -164,6 +179,11 @@ class LiveSource:
         self.sample_fps = float(sample_fps)
         self.realtime = realtime or self.spec.kind != "file"
         self.idle_timeout_s = float(idle_timeout_s)
+        if open_timeout_s is None:
+            open_timeout_s = LISTEN_OPEN_TIMEOUT_S if _listens(self.spec) else self.idle_timeout_s
+        if open_timeout_s <= 0:
+            raise ValueError(f"open_timeout_s must be > 0, got {open_timeout_s}")
+        self.open_timeout_s = float(open_timeout_s)
         self.reconnect = max(0, int(reconnect))
         self.queue_frames = max(1, int(queue_frames))
         self._stdin = stdin
@@ -221,7 +241,7 @@ class LiveSource:
         import av
 
         spec = self.spec
-        timeout = (self.idle_timeout_s, self.idle_timeout_s)
+        timeout = (self.open_timeout_s, self.idle_timeout_s)
         options = {}
         if spec.kind == "url" and spec.target.startswith("udp://") and "fifo_size" not in spec.target:
             options = {"overrun_nonfatal": "1", "fifo_size": "50000"}  # a busy reader loses packets, not the stream
@@ -232,7 +252,7 @@ class LiveSource:
             else:
                 container = av.open(spec.target, "r", format=spec.format, options=options, timeout=timeout)
         except av.error.ExitError as e:
-            raise SourceError(f"cannot open {spec.name}: nothing received in {self.idle_timeout_s:g} s") from e
+            raise SourceError(f"cannot open {spec.name}: nothing received in {self.open_timeout_s:g} s") from e
         except (av.error.FFmpegError, OSError, ValueError) as e:
             raise SourceError(f"cannot open {spec.name}: {one_line(e)}") from e
         if not container.streams.video:
