@@ -64,6 +64,174 @@ def mlp(num_classes: int = 7, hidden: tuple[int, ...] = (1024, 512), dropout: fl
     return nn.Sequential(*layers)
 
 
+# --- torchvision architectures, adapted to 48x48 grayscale -------------------------------------------------------
+# Built from torchvision's own definitions (weights=None: trained from scratch here); only the stem, and where
+# noted the head, are changed. Every one takes ``(N, 1, 48, 48) float32`` (standardised pixels) and returns
+# ``(N, num_classes) float32`` logits; each exports to ONNX (opset 17) through fer_pipeline.training.export.
+
+
+def _resnet(arch: str, num_classes: int, in_channels: int) -> nn.Module:
+    from torchvision import models
+
+    net = getattr(models, arch)(weights=None, num_classes=num_classes)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision inits conv1
+    return net
+
+
+@register("resnet18")
+def resnet18(num_classes: int = 7, in_channels: int = 1) -> nn.Module:
+    """ResNet-18 (He et al. 2016), ``torchvision.models.resnet18(weights=None)`` adapted to 48x48 grayscale.
+
+    Changed from torchvision's definition:
+        - ``conv1``: 7x7 stride-2 conv over 3 channels -> 3x3 stride-1 conv over ``in_channels`` (1): a 48 px face
+          cannot afford the ImageNet stem's 4x downsampling before the first block (a 224 px image keeps 56x56
+          after it, a 48 px face would keep 12x12).
+        - the 3x3 stride-2 max-pool after it is kept: the four stages then run at 24, 12, 6 and 3 px, so the last
+          feature map is 3x3 (as 7x7 for a 224 px image). Dropping it too would give 6x6 and 4x the compute
+          (the CIFAR-style variant: about 11 img/s training here, too slow for the 2-core CPU).
+        - ``fc``: 512 -> ``num_classes`` (7) instead of 1000.
+
+    Parameters: 11,171,271 (7 classes); 0.31 G multiply-adds per face. Input ``(N, 1, 48, 48) float32``
+    (standardised), output ``(N, 7) float32`` logits; any input of at least 8x8 runs (global average pool before
+    ``fc``).
+    """
+    return _resnet("resnet18", num_classes, in_channels)
+
+
+@register("resnet50")
+def resnet50(num_classes: int = 7, in_channels: int = 1) -> nn.Module:
+    """ResNet-50 (He et al. 2016, bottleneck blocks), ``torchvision.models.resnet50(weights=None)`` adapted to 48x48
+    grayscale.
+
+    Changed from torchvision's definition:
+        - ``conv1``: 7x7 stride-2 conv over 3 channels -> 3x3 stride-1 conv over ``in_channels`` (1) (see
+          :func:`resnet18`: the ImageNet stem downsamples 4x before the first block).
+        - the stride-2 max-pool is kept, so the stages run at 24, 12, 6 and 3 px and the last map is 3x3.
+        - ``fc``: 2048 -> ``num_classes`` (7) instead of 1000.
+
+    Parameters: 23,513,543 (7 classes); 0.73 G multiply-adds per face. Input ``(N, 1, 48, 48) float32``
+    (standardised), output ``(N, 7) float32`` logits.
+    """
+    return _resnet("resnet50", num_classes, in_channels)
+
+
+@register("mobilenet_v2")
+def mobilenet_v2(num_classes: int = 7, in_channels: int = 1, dropout: float = 0.2) -> nn.Module:
+    """MobileNetV2 (Sandler et al. 2018), ``torchvision.models.mobilenet_v2(weights=None)`` adapted to 48x48
+    grayscale.
+
+    Changed from torchvision's definition:
+        - first convolution (``features[0][0]``): 3x3 stride 2 over 3 channels -> 3x3 stride 1 over
+          ``in_channels`` (1). torchvision's network downsamples 32x (224 px -> 7x7); with stride 1 here it
+          downsamples 16x, so a 48 px face ends on a 3x3 map instead of 2x2 (1.5 rounded up).
+        - classifier: dropout ``dropout`` (0.2, torchvision's default) then 1280 -> ``num_classes`` (7).
+        Width multiplier 1.0, inverted-residual settings and ReLU6 are torchvision's.
+
+    Parameters: 2,232,263 (7 classes); 0.054 G multiply-adds per face. Input ``(N, 1, 48, 48) float32``
+    (standardised), output ``(N, 7) float32`` logits.
+    """
+    from torchvision import models
+
+    net = models.mobilenet_v2(weights=None, num_classes=num_classes, dropout=dropout)
+    old = net.features[0][0]
+    net.features[0][0] = nn.Conv2d(in_channels, old.out_channels, 3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(net.features[0][0].weight, mode="fan_out")  # as torchvision inits its convs
+    return net
+
+
+@register("vgg16")
+def vgg16(num_classes: int = 7, in_channels: int = 1, hidden: int = 512, dropout: float = 0.5) -> nn.Module:
+    """VGG-16 (Simonyan & Zisserman 2015), ``torchvision.models.vgg16_bn(weights=None)`` adapted to 48x48 grayscale.
+
+    Changed from torchvision's definition:
+        - the batch-normalised variant (``vgg16_bn``, configuration "D" with BN after every conv): the recipe
+          family trains every network from scratch with SGD at a OneCycle peak lr of 0.1, at which plain VGG-16
+          without BN does not train; the 13 convolutions, their widths (64-512) and the 3x3 kernels are unchanged.
+        - first convolution: 3 input channels -> ``in_channels`` (1).
+        - the fifth (last) max-pool is removed: five 2x pools take 48 px to 1.5 px (1x1 after flooring), four take
+          it to 3x3, where the last three convs (512 wide) still see a spatial neighbourhood.
+        - ``avgpool``: adaptive 7x7 -> global average pool (1x1), and the classifier 25088-4096-4096-1000 ->
+          512-``hidden``-``hidden``-``num_classes`` (512-512-512-7, ReLU and dropout ``dropout`` between, as in
+          torchvision's head): the ImageNet head alone would have 120 M parameters for a 3x3x512 map.
+
+    Parameters: 15,250,887 (7 classes, ``hidden`` 512); 0.70 G multiply-adds per face. Input
+    ``(N, 1, 48, 48) float32`` (standardised), output ``(N, 7) float32`` logits.
+    """
+    from torchvision import models
+
+    net = models.vgg16_bn(weights=None)
+    old = net.features[0]
+    net.features[0] = nn.Conv2d(in_channels, old.out_channels, 3, padding=1)
+    nn.init.kaiming_normal_(net.features[0].weight, mode="fan_out", nonlinearity="relu")
+    nn.init.zeros_(net.features[0].bias)
+    assert isinstance(net.features[-1], nn.MaxPool2d)
+    net.features = net.features[:-1]
+    net.avgpool = nn.AdaptiveAvgPool2d(1)
+    net.classifier = nn.Sequential(nn.Linear(512, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                                   nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                                   nn.Linear(hidden, num_classes))
+    for m in net.classifier:
+        if isinstance(m, nn.Linear):  # torchvision's init for the head
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    return net
+
+
+class _Upsampled(nn.Module):
+    """Bilinear resize to ``size`` x ``size`` in front of ``net`` (inside the model, so it is in the ONNX graph)."""
+
+    def __init__(self, net: nn.Module, size: int) -> None:
+        super().__init__()
+        self.net, self.size = net, int(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.net(x)
+
+
+@register("inception_v3")
+def inception_v3(num_classes: int = 7, in_channels: int = 1, input_size: int = 75, dropout: float = 0.5) -> nn.Module:
+    """Inception-v3 (Szegedy et al. 2016), ``torchvision.models.inception_v3(weights=None, aux_logits=False,
+    init_weights=True)`` adapted to 48x48 grayscale.
+
+    Changed from torchvision's definition:
+        - the input is resized inside the model, bilinearly (``F.interpolate``, ``align_corners=False``; an ONNX
+          ``Resize`` node in the export), from 48x48 to ``input_size`` x ``input_size`` (default 75): the network's
+          unpadded stride-2 convolutions and pools need at least 75x75 (smaller inputs reach a 0x0 map). At 75
+          the last map is 1x1 (8x8 at torchvision's 299); each step up in size costs quadratically more
+          (96 px: 1.7x the multiply-adds of 75 px).
+        - ``Conv2d_1a_3x3``: 3 input channels -> ``in_channels`` (1), same 3x3 stride 2, BN and ReLU.
+        - no auxiliary classifier (``aux_logits=False``; it hangs off the 17x17 map at 299 px, 3x3 here) and no
+          ``transform_input`` (ImageNet colour re-normalisation); ``fc`` 2048 -> ``num_classes`` (7).
+        - ``fc`` initialised N(0, 0.01), bias 0 (as torchvision initialises the VGG and MobileNetV2 heads) instead
+          of torchvision's truncated N(0, 0.1): with that, the untrained network's logits have a spread of about
+          4 (first training loss 5.7-6.7, against ln 7 = 1.95 for a uniform guess), and a first 20-CPU-minute
+          run (peak lr 0.05) never left the majority class (PublicTest 25.0-25.6% at 4 validations, 450 steps).
+
+    Parameters: 21,799,335 (7 classes; the resize has none); 0.20 G multiply-adds per face at 75 px. Input
+    ``(N, 1, 48, 48) float32`` (standardised; other sizes are resized the same way), output ``(N, 7) float32``
+    logits.
+
+    Raises:
+        ValueError: ``input_size`` < 75.
+    """
+    from torchvision import models
+
+    if input_size < 75:
+        raise ValueError(f"inception_v3 needs input_size >= 75, got {input_size}")
+    net = models.inception_v3(weights=None, aux_logits=False, init_weights=True, num_classes=num_classes,
+                              dropout=dropout, transform_input=False)
+    old = net.Conv2d_1a_3x3
+    net.Conv2d_1a_3x3 = type(old)(in_channels, old.conv.out_channels, kernel_size=3, stride=2)
+    nn.init.trunc_normal_(net.Conv2d_1a_3x3.conv.weight, mean=0.0, std=0.1, a=-2, b=2)  # torchvision's init
+    nn.init.normal_(net.fc.weight, 0.0, 0.01)
+    nn.init.zeros_(net.fc.bias)
+    return _Upsampled(net, input_size)
+
+
 def build_backbone(name: str, **kwargs) -> nn.Module:
     """Build a registered backbone.
 

@@ -51,6 +51,39 @@ def _predict(session, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
                            for i in range(0, len(x), batch_size)])
 
 
+def _check_against_fp64(wrapper, x, ref, got) -> dict:
+    """Tell fp32 rounding from a wrong graph when ONNX and torch (both fp32) differ by more than 1e-4.
+
+    Deep networks (Inception-v3: 94 convolutions and a resize) amplify fp32 rounding so that two correct fp32
+    implementations differ by more than 1e-4 in probability: then both are compared with the network evaluated in
+    float64 (a deep copy of ``wrapper``), and the export passes when ONNX is no further from it than twice torch's
+    own fp32 error + 1e-4.
+
+    Args:
+        wrapper: the exported torch module (fp32, eval); ``x``: its ``(B, 1, 48, 48) float32`` check input;
+        ref, got: torch's and ONNX Runtime's ``(B, C)`` outputs for ``x``.
+
+    Returns:
+        ``{"torch_fp32_vs_fp64": max abs diff, "onnx_vs_fp64": max abs diff}``.
+
+    Raises:
+        RuntimeError: ONNX is further from the float64 evaluation than that.
+    """
+    import copy
+
+    import torch
+
+    with torch.inference_mode():
+        exact = copy.deepcopy(wrapper).double()(x.double()).numpy()
+    err_torch, err_onnx = float(np.abs(ref - exact).max()), float(np.abs(got - exact).max())
+    if err_onnx > 2 * err_torch + 1e-4:
+        raise RuntimeError(f"ONNX export differs from torch by {np.abs(ref - got).max():.2e} (> 1e-4), and from the "
+                           f"float64 evaluation by {err_onnx:.2e} (torch fp32: {err_torch:.2e})")
+    logger.info("ONNX vs torch fp32 %.2e > 1e-4, but vs float64 %.2e (torch fp32 vs float64 %.2e): fp32 rounding",
+                float(np.abs(ref - got).max()), err_onnx, err_torch)
+    return {"torch_fp32_vs_fp64": err_torch, "onnx_vs_fp64": err_onnx}
+
+
 def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset: int = 17,
                 int8_calib: np.ndarray | None = None, eval_sets: dict | None = None) -> dict:
     """Write ``path`` (ONNX) and ``path.with_suffix('.json')`` (model card); return the card.
@@ -68,9 +101,10 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
             onnxruntime (as the pipeline runs it); the figures go to the card's ``onnx_metrics``.
 
     Raises:
-        RuntimeError: the fp32 ONNX output differs from torch by more than 1e-4 (max abs, probabilities), or the
-            int8 model's top-1 agrees with the fp32 one on fewer than 97% of the first ``eval_sets`` images or its
-            probabilities do not sum to 1 (within 1e-4).
+        RuntimeError: the fp32 ONNX output differs from torch by more than 1e-4 (max abs, probabilities) and,
+            against the float64 evaluation of the same network, by more than twice torch's own fp32 error + 1e-4
+            (:func:`_check_against_fp64`), or the int8 model's top-1 agrees with the fp32 one on fewer than 97% of
+            the first ``eval_sets`` images or its probabilities do not sum to 1 (within 1e-4).
     """
     import onnx
     import torch
@@ -104,8 +138,9 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
         ref = wrapper(xb).numpy()
     got = sess.run(None, {"input": xb.numpy()})[0]
     max_diff = float(np.abs(ref - got).max())
+    fp64_check = None
     if max_diff > 1e-4:
-        raise RuntimeError(f"ONNX export differs from torch by {max_diff:.2e} (> 1e-4)")
+        fp64_check = _check_against_fp64(wrapper, xb, ref, got)
     quant = None
     if int8_calib is not None:
         from fer_pipeline.training.quantize import quantize_int8
@@ -151,6 +186,7 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
         "onnx_metrics": onnx_metrics,
         "quantization": quant,
         "onnx_vs_torch_max_abs_diff": max_diff,
+        "onnx_vs_float64_check": fp64_check,
         "opset": opset,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import lightning as L
@@ -19,6 +20,47 @@ logger = logging.getLogger(__name__)
 
 SCHEDULES = ("onecycle", "cosine", "constant")
 """Learning-rate schedules of :class:`EmotionClassifier` (``optim.schedule`` in the recipes)."""
+
+# torch.optim.lr_scheduler.OneCycleLR's defaults, which the step-driven schedule uses
+_ONECYCLE_PCT_START, _ONECYCLE_DIV, _ONECYCLE_FINAL_DIV = 0.3, 25.0, 1e4
+_ONECYCLE_MOMENTUM = (0.85, 0.95)  # (base, max): OneCycleLR cycles SGD's momentum between them
+
+
+def schedule_at(schedule: str, progress: float) -> tuple[float, float | None]:
+    """The learning-rate factor (of the peak ``lr``) and the SGD momentum at a point of a run.
+
+    The same shapes as the step-driven schedulers (``OneCycleLR`` with its defaults: cosine warm-up from lr/25 over
+    the first 30%, cosine annealing to lr/25e4, momentum cycled 0.95 -> 0.85 -> 0.95; ``CosineAnnealingLR`` to 0;
+    constant), as a function of the fraction of the run done, so that a run bounded by a CPU budget
+    (:class:`fer_pipeline.training.budget.CPUBudget`) gets the whole schedule within its budget.
+
+    Args:
+        schedule: one of :data:`SCHEDULES`.
+        progress: fraction of the run done, clipped to [0, 1].
+
+    Returns:
+        ``(lr_factor, momentum)``; ``momentum`` is ``None`` where the schedule leaves it alone (cosine, constant).
+
+    Raises:
+        ValueError: unknown schedule.
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+
+    def cos_anneal(start: float, end: float, q: float) -> float:
+        return end + (start - end) / 2.0 * (math.cos(math.pi * q) + 1.0)
+
+    if schedule == "onecycle":
+        lo, hi = _ONECYCLE_MOMENTUM
+        if p <= _ONECYCLE_PCT_START:
+            q = p / _ONECYCLE_PCT_START
+            return cos_anneal(1.0 / _ONECYCLE_DIV, 1.0, q), cos_anneal(hi, lo, q)
+        q = (p - _ONECYCLE_PCT_START) / (1.0 - _ONECYCLE_PCT_START)
+        return cos_anneal(1.0, 1.0 / (_ONECYCLE_DIV * _ONECYCLE_FINAL_DIV), q), cos_anneal(lo, hi, q)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p)), None
+    if schedule == "constant":
+        return 1.0, None
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
 @dataclass
@@ -68,10 +110,11 @@ class FERDataModule(L.LightningDataModule):
         sampler: ``"none"`` or ``"weighted"`` (WeightedRandomSampler with inverse class frequency: oversampling).
         soft_labels: feed ``train.soft`` (FER+ vote distributions) instead of hard labels.
         seed: seeds the sampler.
+        val_batch_size: images per validation batch.
     """
 
     def __init__(self, train: ImageSet, val: ImageSet, batch_size: int = 128, sampler: str = "none",
-                 soft_labels: bool = False, seed: int = 0) -> None:
+                 soft_labels: bool = False, seed: int = 0, val_batch_size: int = 512) -> None:
         super().__init__()
         if sampler not in ("none", "weighted"):
             raise ValueError(f"sampler must be none or weighted, got {sampler!r}")
@@ -79,6 +122,7 @@ class FERDataModule(L.LightningDataModule):
             raise ValueError("soft_labels needs a dataset with vote distributions (FER+)")
         self.train_set, self.val_set = train, val
         self.batch_size, self.sampler, self.soft_labels, self.seed = batch_size, sampler, soft_labels, seed
+        self.val_batch_size = val_batch_size
 
     def train_dataloader(self) -> DataLoader:
         t = self.train_set
@@ -94,7 +138,8 @@ class FERDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         v = self.val_set
-        return DataLoader(TensorDataset(_to_tensor(v.images), torch.from_numpy(v.labels)), batch_size=512)
+        return DataLoader(TensorDataset(_to_tensor(v.images), torch.from_numpy(v.labels)),
+                          batch_size=self.val_batch_size)
 
 
 class EmotionClassifier(L.LightningModule):
@@ -109,6 +154,10 @@ class EmotionClassifier(L.LightningModule):
     as in SWA, Izmailov et al. 2018); loss: cross-entropy with label smoothing and optional class weights, or soft
     cross-entropy on vote distributions when the targets are ``(B,C)`` floats.
 
+    With ``budget_schedule`` the optimiser gets no step-driven scheduler: the learning rate (and OneCycle's momentum)
+    follow :func:`schedule_at` of the fraction of the run done, which a
+    :class:`~fer_pipeline.training.budget.CPUBudget` callback passes to :meth:`set_progress` before every batch.
+
     With ``ema_decay`` in (0, 1) an exponential moving average of the weights and BN statistics
     (``torch.optim.swa_utils.AveragedModel``, updated after every optimiser step) is what validation, evaluation and
     export use (:attr:`inference_backbone`); the raw weights are only trained.
@@ -117,7 +166,8 @@ class EmotionClassifier(L.LightningModule):
     def __init__(self, backbone: nn.Module, labels: tuple[str, ...], mean: float, std: float, lr: float = 0.1,
                  momentum: float = 0.9, weight_decay: float = 5e-4, label_smoothing: float = 0.1,
                  loss_weights: torch.Tensor | None = None, augment: dict | None = None,
-                 seed: int = 0, ema_decay: float = 0.0, schedule: str = "onecycle") -> None:
+                 seed: int = 0, ema_decay: float = 0.0, schedule: str = "onecycle",
+                 budget_schedule: bool = False) -> None:
         super().__init__()
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
@@ -198,6 +248,23 @@ class EmotionClassifier(L.LightningModule):
         self.log("val_macro_f1", f1, prog_bar=True)
         logger.info("epoch %d: val_acc %.4f val_macro_f1 %.4f", self.current_epoch, acc, f1)
 
+    def set_progress(self, progress: float) -> None:
+        """Set the learning rate and momentum of every parameter group to the schedule's values at ``progress``
+        (fraction of the run done, [0, 1]; see :func:`schedule_at`). Only for ``budget_schedule`` runs.
+
+        Raises:
+            RuntimeError: the module was built without ``budget_schedule`` (a step-driven scheduler owns the lr).
+        """
+        hp = self.hparams
+        if not hp.get("budget_schedule", False):
+            raise RuntimeError("set_progress needs budget_schedule=True (a step-driven scheduler sets the lr)")
+        factor, momentum = schedule_at(hp.get("schedule", "onecycle"), progress)
+        opts = self.trainer.optimizers
+        for group in opts[0].param_groups:
+            group["lr"] = hp.lr * factor
+            if momentum is not None:
+                group["momentum"] = momentum
+
     def configure_optimizers(self):
         hp = self.hparams
         decay, no_decay = [], []
@@ -206,8 +273,15 @@ class EmotionClassifier(L.LightningModule):
         opt = torch.optim.SGD([{"params": decay, "weight_decay": hp.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}],
                               lr=hp.lr, momentum=hp.momentum, nesterov=True)
-        total = int(self.trainer.estimated_stepping_batches)
         schedule = hp.get("schedule", "onecycle")
+        if hp.get("budget_schedule", False):  # lr and momentum set by set_progress before every batch
+            for group in opt.param_groups:
+                factor, momentum = schedule_at(schedule, 0.0)
+                group["lr"] = hp.lr * factor
+                if momentum is not None:
+                    group["momentum"] = momentum
+            return opt
+        total = int(self.trainer.estimated_stepping_batches)
         if schedule == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=total)
         elif schedule == "cosine":
