@@ -169,9 +169,10 @@ def live(source: PathLike | int, out: PathLike | None = None,
     Returns:
         A :class:`LiveRun` (an iterable of dicts; nothing starts until it is iterated).
 
-    Raises (while iterating):
-        fer_pipeline.stream.source.SourceError: the source does not exist, cannot be opened, or sent nothing.
-        fer_pipeline.errors.OutputError: ``out`` cannot be written.
+    Raises:
+        fer_pipeline.stream.source.SourceError: at once, a file or camera that does not exist; while iterating, a
+            source that cannot be opened or sent nothing.
+        fer_pipeline.errors.OutputError: while iterating, ``out`` cannot be written.
     """
     return LiveRun(source, out, config, realtime=realtime, duration_s=duration_s, idle_timeout_s=idle_timeout_s,
                    reconnect=reconnect, flush_s=flush_s, page=page, reports=reports, open_timeout_s=open_timeout_s,
