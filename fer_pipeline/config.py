@@ -151,6 +151,16 @@ class OutputConfig(_Section):
                            "per minute of 720p30 video, fer_pipeline/annotate.py)")
 
 
+class ReportConfig(_Section):
+    """What the HTML reports show beyond the tables (fer_pipeline/report/)."""
+
+    explain: bool = Field(False, description="under each key moment of a video's report, the occlusion map of each "
+                          "viewer's face: which parts of the aligned face the emotion model's answer rests on "
+                          "(fer_pipeline/explain/moments.py; about 0.2 s per face and 2.3 kB per face-second of "
+                          "memory while analysing). Batch runs only. Turning it on re-analyses videos analysed "
+                          "without it (the maps are made from the frames)")
+
+
 class StudyConfig(_Section):
     """Studies: respondents aligned on stimulus time, aggregated with confidence intervals (fer_pipeline/study/)."""
 
@@ -181,6 +191,7 @@ class PipelineConfig(_Section):
     reid: ReidConfig = Field(default_factory=ReidConfig)
     attention: AttentionConfig = Field(default_factory=AttentionConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
 
     @classmethod
@@ -224,5 +235,10 @@ class PipelineConfig(_Section):
 
     def fingerprint(self) -> dict:
         """Every setting that changes a video's results (JSON-ready nested dict): all but ``NOT_IN_FINGERPRINT``.
-        The pipeline re-analyses a video whose stored fingerprint differs."""
-        return self.model_dump(mode="json", exclude=self.NOT_IN_FINGERPRINT)
+        The pipeline re-analyses a video whose stored fingerprint differs. ``report`` is in only while
+        ``report.explain`` is on (its maps are made from the frames, so turning it on re-analyses; off, fingerprints
+        are those of versions without the setting)."""
+        exclude = dict(self.NOT_IN_FINGERPRINT)
+        if not self.report.explain:
+            exclude["report"] = True
+        return self.model_dump(mode="json", exclude=exclude)

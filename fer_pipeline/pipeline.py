@@ -238,6 +238,12 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
     stages = FaceStages(models.detector, pending_tracker.result, models.emotion, times,
                         CutDetector(cfg.track.cut_threshold))
     thumbs = Thumbnails() if cfg.output.thumbnails else None
+    moment_crops = None
+    if thumbs is not None and cfg.report.explain:
+        from fer_pipeline.explain.moments import MomentCrops
+
+        spec = models.emotion.spec
+        moment_crops = MomentCrops(spec.template, spec.input_hw, spec.color)
     samples = TrackSamples(models.embedder, cfg.reid.samples_per_track) if models.embedder is not None else None
 
     decode_stats: dict = {}
@@ -251,6 +257,8 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         if thumbs is not None:
             t = time.perf_counter()
             thumbs.add(batch, per_frame)
+            if moment_crops is not None:
+                moment_crops.add(batch, per_frame)
             times.thumbnails += time.perf_counter() - t
         if samples is not None:
             t = time.perf_counter()
@@ -291,6 +299,17 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         if thumbs is not None:
             for name, jpg in thumbs.files(tracked.ids, moment_seconds(au), viewers.viewer_of).items():
                 writer.add_file(name, jpg)
+        if moment_crops is not None:
+            t_explain = time.perf_counter()
+            from fer_pipeline.explain.moments import explain_moments
+            from fer_pipeline.metrics import key_moments
+
+            km = key_moments(au)  # the report's cards: the valence peak and trough, the smile peak
+            cards = [m["second"] for m in (km["peak"], km["trough"], km["label_peak"]) if m is not None]
+            for name, data in explain_moments(moment_crops, cards, tracked.ids, viewers.viewer_of,
+                                              models.emotion).items():
+                writer.add_file(name, data)
+            logger.info("%s: key-moment faces explained in %.1f s", path.name, time.perf_counter() - t_explain)
         row.update(status="ok", error=None, frames_sampled=frames_sampled, faces_detected=int(len(faces_df)),
                    tracks=int(faces_df["track_id"].nunique()), viewers=int(faces_df["viewer_id"].nunique()),
                    processing_s=time.perf_counter() - t_start)

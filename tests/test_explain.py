@@ -253,3 +253,42 @@ def test_limit_and_target_checks(tmp_path, unseen_folder):
         im.convert("L").resize((48, 48)).save(tmp_path / "face.png")
     one = explain_path(tmp_path / "face.png", tmp_path / "d", patch_px=8, stride_px=8)
     assert one["n"] == 1 and (tmp_path / "d" / "face.png").is_file()
+
+
+def test_report_explain_puts_each_key_moment_faces_map_in_the_report(tmp_path):
+    """``report.explain: true``: the report's key moments carry their faces' occlusion maps; off (the default) the
+    fingerprint is that of a run without the setting and no map is made."""
+    import pandas as pd
+
+    from fer_pipeline.config import PipelineConfig
+    from fer_pipeline.metrics import key_moments
+    from fer_pipeline.pipeline import analyze_video
+    from fer_pipeline.report import render_all, saved_thumbnails
+
+    on = PipelineConfig.load(None, {"report.explain": True})
+    assert "report" in on.fingerprint() and "report" not in PipelineConfig().fingerprint()
+    row = analyze_video(VIDEOS / "single_face.mp4", tmp_path, on)
+    assert row["status"] == "ok", row["error"]
+    vid = row["video_id"]
+    au = pd.read_parquet(tmp_path / "audience").query("video_id == @vid").sort_values("second")
+    km = key_moments(au)
+    cards = {m["second"] for m in (km["peak"], km["trough"], km["label_peak"]) if m is not None}
+    thumbs = saved_thumbnails(tmp_path / "reports", vid)
+    assert set(thumbs["explain"]) == cards  # one viewer, seen in every card's second
+    labels = EmotionModel(MODEL).labels
+    for entries in thumbs["explain"].values():
+        for e in entries:
+            png = Image.open(tmp_path / "reports" / e["ref"])
+            assert png.size == (144, 144) and png.mode == "RGB"
+            assert e["label"] in labels and 0 < e["p"] <= 1
+            assert sum(e["regions"].values()) == pytest.approx(1.0, abs=1e-3)
+    render_all(tmp_path)
+    html = (tmp_path / "reports" / f"{vid}.html").read_text()
+    assert all(e["ref"] in html for es in thumbs["explain"].values() for e in es)
+    assert "occlusion sensitivity" in html
+
+    again = analyze_video(VIDEOS / "single_face.mp4", tmp_path, PipelineConfig())
+    assert again["status"] == "ok" and "report.explain" in (again["note"] or "")
+    assert saved_thumbnails(tmp_path / "reports", vid)["explain"] == {}
+    render_all(tmp_path)
+    assert "occlusion sensitivity" not in (tmp_path / "reports" / f"{vid}.html").read_text()

@@ -680,5 +680,22 @@ def test_saved_thumbnails_reads_viewer_track_and_second_files(tmp_path: Path):
         _jpeg(tmp_path / "thumbs" / "v" / name)
     assert saved_thumbnails(tmp_path, "v") == {
         "viewers": {1: "thumbs/v/viewer-1.jpg", 12: "thumbs/v/viewer-12.jpg"},
-        "tracks": {4: "thumbs/v/track-4.jpg"}, "moments": {3: "thumbs/v/second-3.jpg"}}
-    assert saved_thumbnails(tmp_path, "missing") == {"viewers": {}, "tracks": {}, "moments": {}}
+        "tracks": {4: "thumbs/v/track-4.jpg"}, "moments": {3: "thumbs/v/second-3.jpg"}, "explain": {}}
+    assert saved_thumbnails(tmp_path, "missing") == {"viewers": {}, "tracks": {}, "moments": {}, "explain": {}}
+
+
+def test_saved_thumbnails_reads_the_key_moment_maps_and_skips_what_is_missing(tmp_path: Path):
+    import json
+
+    from fer_pipeline.report import saved_thumbnails
+
+    folder = tmp_path / "thumbs" / "v"
+    _jpeg(folder / "explain-3-1.png")
+    regions = {"upper": 0.2, "middle": 0.3, "lower": 0.5}
+    (folder / "explain.json").write_text(json.dumps([
+        {"second": 3, "viewer_id": 1, "file": "explain-3-1.png", "label": "happy", "p": 0.9, "regions": regions},
+        {"second": 5, "viewer_id": 2, "file": "explain-5-2.png", "label": "sad", "p": 0.5, "regions": regions}]))
+    assert saved_thumbnails(tmp_path, "v")["explain"] == {3: [
+        {"viewer_id": 1, "ref": "thumbs/v/explain-3-1.png", "label": "happy", "p": 0.9, "regions": regions}]}
+    (folder / "explain.json").write_text("[{\"second\": ")  # cut short
+    assert saved_thumbnails(tmp_path, "v")["explain"] == {}

@@ -245,18 +245,37 @@ def _viewer_thumbs(timeline: pd.DataFrame, viewer_thumbs: Mapping[str, str],
     return out
 
 
-def _moments(km: Mapping[str, Any], moment_thumbs: Mapping[int, str]) -> list[dict[str, Any]]:
-    """The report's "Key moments" cards from :func:`fer_pipeline.metrics.key_moments`, each with its frame."""
+def _explain_refs(thumbnails: Mapping[str, Any] | None) -> dict[int, list[dict[str, Any]]]:
+    """``{second: [{"viewer_id", "ref", "label", "p", "regions"}, ...]}`` of the key-moment occlusion maps
+    (``report.explain``), relative refs only, viewers in order."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for k, entries in ((thumbnails or {}).get("explain") or {}).items():
+        try:
+            sec = int(float(k))
+        except (TypeError, ValueError):
+            continue
+        kept = [{**e, "ref": r} for e in entries or () if (r := relative_ref(e.get("ref")))]
+        if kept:
+            out[sec] = sorted(kept, key=lambda e: e.get("viewer_id", 0))
+    return out
+
+
+def _moments(km: Mapping[str, Any], moment_thumbs: Mapping[int, str],
+             explained: Mapping[int, list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    """The report's "Key moments" cards from :func:`fer_pipeline.metrics.key_moments`, each with its frame and,
+    where ``report.explain`` made them, its faces' occlusion maps (``explain``)."""
+    explained = explained or {}
     moments = []
     for key, title in (("peak", "Highest valence"), ("trough", "Lowest valence")):
         m = km[key]
         if m is not None:
             moments.append({"title": title, "second": m["second"], "value": m["value"], "viewers": m["viewers"],
-                            "thumb": moment_thumbs.get(m["second"])})
+                            "thumb": moment_thumbs.get(m["second"]), "explain": explained.get(m["second"], [])})
     lp = km["label_peak"]
     if lp is not None:
         moments.append({"title": f"Peak {lp['label']}", "second": lp["second"], "value": None,
-                        "p": lp["value"], "viewers": None, "thumb": moment_thumbs.get(lp["second"])})
+                        "p": lp["value"], "viewers": None, "thumb": moment_thumbs.get(lp["second"]),
+                        "explain": explained.get(lp["second"], [])})
     return moments
 
 
@@ -307,7 +326,7 @@ def video_context(video: Mapping[str, Any], timeline: pd.DataFrame | None, audie
             "emotion": _clean(row.emotion), "thumb": thumbs.get(vid) if vid is not None else None,
         })
 
-    moments = _moments(metrics.key_moments(audience), moment_thumbs)
+    moments = _moments(metrics.key_moments(audience), moment_thumbs, _explain_refs(thumbnails))
     used = {m["second"] for m in moments}
     frames = [{"second": s, "thumb": r} for s, r in sorted(moment_thumbs.items()) if s not in used][:MAX_FRAMES]
 

@@ -73,7 +73,8 @@ def render_video_report(video: dict, timeline: pd.DataFrame, audience: pd.DataFr
         out_path: the HTML file to write, e.g. ``OUT/reports/<video_id>.html``.
         model_card: the emotion model's card (name, labels, metrics); a summary is shown when given.
         thumbnails: ``{"viewers": {viewer_id: "rel/path.jpg"}, "tracks": {track_id: "rel/path.jpg"},
-            "moments": {second: "rel/path.jpg"}}`` (as :func:`saved_thumbnails` returns), paths relative to
+            "moments": {second: "rel/path.jpg"}, "explain": {second: [{"viewer_id", "ref", "label", "p",
+            "regions"}]}}`` (as :func:`saved_thumbnails` returns), paths relative to
             ``out_path``'s folder; absolute paths and URLs are ignored (they would break the offline guarantee). A
             viewer without a thumbnail of its own shows that of one of its tracks (old output folders).
             The key moments (:func:`fer_pipeline.metrics.key_moments`) show their second's frame; the other
@@ -120,22 +121,27 @@ def render_index(videos: pd.DataFrame, out_path: Path, reports: dict[str, str],
     return out_path
 
 
-def saved_thumbnails(reports_dir: Path, video_id: str) -> dict[str, dict[int, str]]:
+def saved_thumbnails(reports_dir: Path, video_id: str) -> dict[str, dict]:
     """Thumbnails the pipeline saved for a video: ``reports/thumbs/<video_id>/viewer-<id>.jpg`` (a viewer's best
-    face), ``second-<s>.jpg`` (key-moment frames) and, in output folders written before re-identification,
-    ``track-<id>.jpg`` (a track's best face; the report then shows it for the viewer of that track).
+    face), ``second-<s>.jpg`` (key-moment frames), with ``report.explain`` the key-moment faces' occlusion maps
+    (``explain.json`` and its ``explain-<s>-<viewer>.png``, :mod:`fer_pipeline.explain.moments`) and, in output
+    folders written before re-identification, ``track-<id>.jpg`` (a track's best face; the report then shows it for
+    the viewer of that track).
 
     Args:
         reports_dir: the run's ``reports`` folder.
         video_id: the video.
 
     Returns:
-        ``{"viewers": {viewer_id: ref}, "tracks": {track_id: ref}, "moments": {second: ref}}``, refs relative to
-        ``reports_dir`` (all empty when the video has no thumbnail folder), in the form :func:`render_video_report`
-        takes.
+        ``{"viewers": {viewer_id: ref}, "tracks": {track_id: ref}, "moments": {second: ref}, "explain": {second:
+        [{"viewer_id", "ref", "label", "p", "regions"}, ...]}}``, refs relative to ``reports_dir`` (all empty when
+        the video has no thumbnail folder; maps whose PNG is missing are left out, an unreadable ``explain.json`` is
+        logged and ignored), in the form :func:`render_video_report` takes.
     """
+    from fer_pipeline.explain.moments import EXPLAIN_INDEX
+
     folder = reports_dir / "thumbs" / video_id
-    thumbs: dict[str, dict[int, str]] = {"viewers": {}, "tracks": {}, "moments": {}}
+    thumbs: dict[str, dict] = {"viewers": {}, "tracks": {}, "moments": {}, "explain": {}}
     if not folder.is_dir():
         return thumbs
     kinds = {"viewer": "viewers", "track": "tracks", "second": "moments"}
@@ -144,6 +150,17 @@ def saved_thumbnails(reports_dir: Path, video_id: str) -> dict[str, dict[int, st
         if not num.isdigit() or kind not in kinds:
             continue
         thumbs[kinds[kind]][int(num)] = f"thumbs/{video_id}/{f.name}"
+    index = folder / EXPLAIN_INDEX
+    if index.is_file():
+        try:
+            entries = json.loads(index.read_text())
+            for e in entries:
+                if (folder / e["file"]).is_file():
+                    thumbs["explain"].setdefault(int(e["second"]), []).append({
+                        "viewer_id": int(e["viewer_id"]), "ref": f"thumbs/{video_id}/{e['file']}",
+                        "label": e.get("label"), "p": e.get("p"), "regions": e.get("regions")})
+        except (ValueError, KeyError, TypeError) as err:
+            logger.warning("%s: ignoring unreadable %s (%s)", video_id, index, one_line(err))
     return thumbs
 
 
