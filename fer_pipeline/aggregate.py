@@ -4,7 +4,9 @@ Definitions (ARCHITECTURE.md, the contract users rely on):
 
 * ``second`` is the integer start of the window [second, second + 1) of presentation time; rows are bucketed by
   ``floor(timestamp_s)``, never by frame index / fps.
-* ``valence = p_happy - (p_angry + p_disgust + p_fear + p_sad)``, in [-1, 1] (labels a model lacks count as 0).
+* ``valence = p_happy - (p_angry + p_disgust + p_fear + p_sad + p_contempt)``, in [-1, 1] (labels a model lacks
+  count as 0: ``p_contempt`` only with an 8-class FER+ model, where contempt counts as an unpleasant, negative
+  expression).
 * ``expressiveness = 1 - p_neutral``, in [0, 1].
 * timeline ``p_<label>`` are means over the track's samples in that second; ``emotion`` is the argmax of those means.
 * audience ``p_<label>`` are means over viewers (each viewer weighs the same, however many samples it has);
@@ -35,7 +37,8 @@ PROB_PREFIX = "p_"
 """Prefix of the per-label probability columns, ``p_<label>``."""
 SHARE_PREFIX = "share_"
 """Prefix of the audience's per-label share columns, ``share_<label>``."""
-NEGATIVE = ("angry", "disgust", "fear", "sad")
+NEGATIVE = ("angry", "disgust", "fear", "sad", "contempt")
+"""Labels that count against valence (``contempt`` exists only in 8-class FER+ models)."""
 
 
 def prob_columns(labels) -> list[str]:

@@ -177,7 +177,7 @@ DESCRIPTIONS = {
     "second": "window [second, second + 1) of video time, seconds",
     "n_samples": "sampled frames of the track in that second",
     "viewers": "viewers seen in that second",
-    "valence": "p_happy - (p_angry + p_disgust + p_fear + p_sad), [-1, 1]",
+    "valence": "p_happy - (p_angry + p_disgust + p_fear + p_sad + p_contempt where the model has it), [-1, 1]",
     "expressiveness": "1 - p_neutral, [0, 1]",
     "attention": "share of samples (timeline) or of viewers (audience) facing the camera, [0, 1]",
     "status": "ok, failed or skipped (live: while the session runs)", "error": "why the video failed (one line)",

@@ -27,7 +27,8 @@ MANIFEST_FILE = Path("studies") / "manifest.json"
 DESCRIPTIONS = {
     "second": "stimulus second: window [second, second + 1) of stimulus time (s)",
     "respondents": "respondents with a face in this second",
-    "valence": "p_happy - (p_angry + p_disgust + p_fear + p_sad), mean over respondents, [-1, 1]",
+    "valence": "p_happy - (p_angry + p_disgust + p_fear + p_sad + p_contempt where the model has it), mean over "
+                "respondents, [-1, 1]",
     "expressiveness": "1 - p_neutral, mean over respondents, [0, 1]",
     "attention": "mean over respondents of their share of samples facing the camera, [0, 1]",
     "delta_valence": "valence minus each respondent's baseline valence, mean over respondents",
