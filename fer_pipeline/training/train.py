@@ -58,6 +58,9 @@ class ImbalanceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     class_weights: Literal["none", "inverse", "sqrt"] = "none"
     sampler: Literal["none", "weighted"] = "none"
+    oversample: Literal["none", "random", "smote"] = Field(
+        "none", description="balance the training split once, before training, by adding images up to the largest "
+        "class: random copies or SMOTE's synthetic images (fer_pipeline.training.oversample)")
 
 
 class AugmentSettings(BaseModel):
@@ -225,6 +228,9 @@ def smoke(cfg: TrainConfig) -> dict:
     bs = min(cfg.optim.batch_size, SMOKE_BATCH_SIZE)
     tr, va, _ = load_splits(cfg.data)
     tr, va = _subset(tr, 4 * bs, cfg.seed), _subset(va, SMOKE_BATCHES * bs, cfg.seed)
+    from fer_pipeline.training.oversample import oversample
+
+    tr = oversample(tr, cfg.imbalance.oversample, cfg.seed)
     backbone, module = _build_module(cfg, tr)
     dm = FERDataModule(tr, va, bs, cfg.imbalance.sampler, cfg.data.soft_labels, cfg.seed, val_batch_size=bs)
     callbacks = [CPUBudget(cfg.optim.budget_cpu_min)] if cfg.optim.budget_cpu_min else []
@@ -285,6 +291,9 @@ def train(cfg: TrainConfig) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
 
     tr, va, te = load_splits(cfg.data)
+    from fer_pipeline.training.oversample import oversample
+
+    tr = oversample(tr, cfg.imbalance.oversample, cfg.seed)
     backbone, module = _build_module(cfg, tr)
     logger.info("%s: %d parameters, train %d, val %d, test %d", cfg.model.backbone, count_parameters(backbone),
                 len(tr), len(va), len(te))
