@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -196,6 +197,10 @@ def _task_runner(dask_address: str | None, dask_workers: int):
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
+        # Local workers are new processes: without PREFECT_API_URL each starts Prefect's ephemeral server, whose 20 s
+        # start-up limit a busy 2-core machine exceeded ("Timed out while attempting to connect to ephemeral Prefect
+        # API server"); the workers inherit this environment.
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
         return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1,
                                               "processes": True, "dashboard_address": None})
     from prefect.task_runners import ThreadPoolTaskRunner
