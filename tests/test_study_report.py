@@ -320,7 +320,8 @@ def test_eight_label_study_renders(tmp_path):
     d = _data(written[0], "study-data")
     assert d["labels"] == labels and len(d["shares"]) == 8
     text = written[0].read_text()
-    assert "p(contempt)" not in re.search(r"<dt>Valence</dt>(.*?)</dd>", text, re.DOTALL).group(1).split("not counted")[0]
-    assert "contempt not counted" in re.sub(r"\s+", " ", text)
+    valence_note = re.search(r"<dt>Valence</dt>(.*?)</dd>", text, re.DOTALL).group(1)
+    assert "p(contempt)" in valence_note.split("not counted")[0]  # contempt counts as negative (issue #18)
+    assert "surprise not counted" in re.sub(r"\s+", " ", valence_note)
     idx = _data(written[-1], "studies-data")
     assert idx["pairs"] == [] and [s["id"] for s in idx["stimuli"]] == ["eight"]
