@@ -14,7 +14,7 @@ import numpy as np
 
 from fer_pipeline.calibration import calibration_metrics
 from fer_pipeline.classify import EmotionModel
-from fer_pipeline.training.data import ImageSet, _Source, detect_layout, load_split
+from fer_pipeline.training.data import ImageSet, _Source, detect_layout, load_split_for_model
 from fer_pipeline.training.evaluate import classification_metrics
 
 logger = logging.getLogger(__name__)
@@ -107,9 +107,7 @@ def evaluate_path(path: str | Path, model_path: str | Path, split: str | None = 
     n_no_face = 0
     if layout in ("fer2013", "ferplus"):
         split = split or DEFAULT_SPLIT[layout]
-        data: ImageSet = load_split(path, split, ferplus_classes=len(labels) if len(labels) in (7, 8) else 7)
-        if tuple(data.label_names) != tuple(labels):
-            raise ValueError(f"dataset labels {data.label_names} differ from the model's {labels}")
+        data: ImageSet = load_split_for_model(path, split, labels)
         if detect:
             raise ValueError("--detect is for photos; dataset images are already face crops")
         probs = model.predict(data.images)

@@ -323,6 +323,12 @@ def key_moments(audience: pd.DataFrame, k: int = KEY_MOMENTS_K, label: str = SMI
             "seconds": sorted(int(s) for s in seconds)}
 
 
+def headline_seconds(km: dict[str, Any]) -> list[int]:
+    """The seconds of the headline moments of :func:`key_moments`' result (``km``): the valence ``peak`` and
+    ``trough`` and the ``label_peak``, in that order, those that exist (the report's "Key moments" cards)."""
+    return [m["second"] for m in (km["peak"], km["trough"], km["label_peak"]) if m is not None]
+
+
 def opening_hook(audience: pd.DataFrame, seconds: float = HOOK_S) -> dict[str, Any]:
     """Mean expressiveness, valence and attention over the first ``seconds`` of the video (the "hook").
 

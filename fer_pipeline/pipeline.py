@@ -302,10 +302,9 @@ def _run(path: Path, out_dir: Path, video_id: str, cfg: PipelineConfig, models: 
         if moment_crops is not None:
             t_explain = time.perf_counter()
             from fer_pipeline.explain.moments import explain_moments
-            from fer_pipeline.metrics import key_moments
+            from fer_pipeline.metrics import headline_seconds, key_moments
 
-            km = key_moments(au)  # the report's cards: the valence peak and trough, the smile peak
-            cards = [m["second"] for m in (km["peak"], km["trough"], km["label_peak"]) if m is not None]
+            cards = headline_seconds(key_moments(au))  # the report's cards: valence peak and trough, smile peak
             for name, data in explain_moments(moment_crops, cards, tracked.ids, viewers.viewer_of,
                                               models.emotion).items():
                 writer.add_file(name, data)

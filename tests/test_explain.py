@@ -261,7 +261,7 @@ def test_report_explain_puts_each_key_moment_faces_map_in_the_report(tmp_path):
     import pandas as pd
 
     from fer_pipeline.config import PipelineConfig
-    from fer_pipeline.metrics import key_moments
+    from fer_pipeline.metrics import headline_seconds, key_moments
     from fer_pipeline.pipeline import analyze_video
     from fer_pipeline.report import render_all, saved_thumbnails
 
@@ -271,8 +271,7 @@ def test_report_explain_puts_each_key_moment_faces_map_in_the_report(tmp_path):
     assert row["status"] == "ok", row["error"]
     vid = row["video_id"]
     au = pd.read_parquet(tmp_path / "audience").query("video_id == @vid").sort_values("second")
-    km = key_moments(au)
-    cards = {m["second"] for m in (km["peak"], km["trough"], km["label_peak"]) if m is not None}
+    cards = set(headline_seconds(key_moments(au)))
     thumbs = saved_thumbnails(tmp_path / "reports", vid)
     assert set(thumbs["explain"]) == cards  # one viewer, seen in every card's second
     labels = EmotionModel(MODEL).labels

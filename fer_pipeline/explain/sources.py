@@ -180,7 +180,7 @@ def crops_from_folder(path: str | Path, geo: Geometry, detect: bool = False, spl
             dataset labels differ from the model's; ``detect`` on a dataset; bad ``limit`` or split.
         FileNotFoundError: ``path`` does not exist.
     """
-    from fer_pipeline.training.data import detect_layout, load_split
+    from fer_pipeline.training.data import detect_layout, load_split_for_model
 
     path = Path(path)
     labels = tuple(geo.labels)
@@ -192,9 +192,7 @@ def crops_from_folder(path: str | Path, geo: Geometry, detect: bool = False, spl
         if detect:
             raise ValueError("--detect is for photos; dataset images are already face crops")
         split = split or DEFAULT_SPLIT[layout]
-        data = load_split(path, split, ferplus_classes=len(labels) if len(labels) in (7, 8) else 7)
-        if tuple(data.label_names) != labels:
-            raise ValueError(f"dataset labels {list(data.label_names)} differ from the model's {list(labels)}")
+        data = load_split_for_model(path, split, labels)
         keep = _sample_per_class(data.labels, len(labels), limit)
         imgs = data.images[keep]
         if imgs.shape[1:] != (h, w) or geo.color != "gray":

@@ -5,10 +5,10 @@ pipeline's stages and settings (decode at ``decode.sample_fps``, detect, track, 
 :class:`fer_pipeline.stages.FaceStages`), aggregated into the per-second audience table
 (:mod:`fer_pipeline.aggregate`), and the key moments are chosen by the report's rule
 (:func:`fer_pipeline.metrics.key_moments`: second 0, the 3 highest and 3 lowest valence seconds, the headline
-peaks). Nothing is written to an output folder, and no frame is kept: while decoding, :class:`fer_pipeline.explain.moments.MomentCrops` keeps the
-aligned crop of each track's first face in every second (2.3 kB per face-second at 48x48), and those of the key seconds are
-returned. A face is explained for each track seen in a key second (tracks dropped by the tracker, e.g. shorter than
-``track.min_track_s``, are not).
+peaks). Nothing is written to an output folder, and no frame is kept: while decoding,
+:class:`fer_pipeline.explain.moments.MomentCrops` keeps the aligned crop of each track's first face in every second
+(2.3 kB per face-second at 48x48), and those of the key seconds are returned. A face is explained for each track
+seen in a key second (tracks dropped by the tracker, e.g. shorter than ``track.min_track_s``, are not).
 """
 
 from __future__ import annotations

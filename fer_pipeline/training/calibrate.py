@@ -23,8 +23,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["append_temperature", "calibrate_onnx"]
 
-#: Card split names -> dataset split names (the exporter writes ``val``/``test``).
-_SPLITS = {"fer2013": {"val": "public-test", "test": "private-test"}, "ferplus": {"val": "valid", "test": "test"}}
 
 
 def append_temperature(model, temperature: float):
@@ -80,7 +78,7 @@ def calibrate_onnx(model_path: str | Path, data_path: str | Path, fit_split: str
     from fer_pipeline.calibration import apply_temperature, calibration_metrics, fit_temperature
     from fer_pipeline.classify import EmotionModel
     from fer_pipeline.fileutil import sha256_file
-    from fer_pipeline.training.data import detect_layout, load_split
+    from fer_pipeline.training.data import CARD_SPLITS, detect_layout, load_split_for_model
     from fer_pipeline.training.evaluate import classification_metrics
 
     model_path = Path(model_path)
@@ -90,17 +88,14 @@ def calibrate_onnx(model_path: str | Path, data_path: str | Path, fit_split: str
     if card.get("calibration"):
         raise ValueError(f"{model_path} is calibrated already (temperature {card['calibration']['temperature']})")
     layout = detect_layout(Path(data_path))
-    if layout not in _SPLITS:
+    if layout not in CARD_SPLITS:
         raise ValueError(f"{data_path}: not a FER2013 or FER+ dataset")
-    fit_split = fit_split or _SPLITS[layout]["val"]
+    fit_split = fit_split or CARD_SPLITS[layout]["val"]
     model = EmotionModel(model_path, batch_size=256)
     labels = model.labels
 
     def split_data(split: str):
-        d = load_split(Path(data_path), split, ferplus_classes=len(labels) if len(labels) in (7, 8) else 7)
-        if tuple(d.label_names) != tuple(labels):
-            raise ValueError(f"dataset labels {d.label_names} differ from the model's {labels}")
-        return d
+        return load_split_for_model(Path(data_path), split, labels)
 
     fit = split_data(fit_split)
     p_fit = model.predict(fit.images)
@@ -119,7 +114,7 @@ def calibrate_onnx(model_path: str | Path, data_path: str | Path, fit_split: str
     out.with_suffix(".json").write_text(json.dumps(new, indent=2) + "\n")  # names the new sha256: load it
     calibrated = EmotionModel(out, batch_size=256)
     metrics = {}
-    for key, split in _SPLITS[layout].items():
+    for key, split in CARD_SPLITS[layout].items():
         d = fit if split == fit_split else split_data(split)
         p = calibrated.predict(d.images)
         m = classification_metrics(d.labels, p.argmax(1), labels)

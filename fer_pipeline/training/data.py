@@ -241,3 +241,21 @@ def load_split(path: str | Path, split: str, ferplus_classes: int = 7) -> ImageS
     if layout == "ferplus":
         return load_ferplus(path, split, ferplus_classes)
     raise ValueError(f"{path} is neither a FER2013 (Kaggle) nor a FER+ dataset")
+
+
+#: The selection (``val``) and final (``test``) split of each dataset layout, as model cards name them.
+CARD_SPLITS = {"fer2013": {"val": "public-test", "test": "private-test"}, "ferplus": {"val": "valid", "test": "test"}}
+
+
+def load_split_for_model(path: str | Path, split: str, labels) -> ImageSet:
+    """:func:`load_split` for a model with these ``labels``: FER+ with 8 classes when the model has 8 (contempt),
+    else 7; the dataset's class names must be the model's, in its order.
+
+    Raises:
+        ValueError: the layout or split is unknown, or the dataset's labels differ from ``labels``.
+    """
+    labels = tuple(labels)
+    data = load_split(path, split, ferplus_classes=len(labels) if len(labels) in (7, 8) else 7)
+    if tuple(data.label_names) != labels:
+        raise ValueError(f"dataset labels {list(data.label_names)} differ from the model's {list(labels)}")
+    return data

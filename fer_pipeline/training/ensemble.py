@@ -32,9 +32,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["build_ensemble"]
 
-_VAL_SPLIT = {"fer2013": "public-test", "ferplus": "valid"}
-
-
 def _member_graph(model, prefix: str, input_name: str):
     """The member's graph with every name prefixed except its input, which becomes ``input_name``."""
     from onnx import compose
@@ -90,9 +87,9 @@ def build_ensemble(members: list[str | Path], out: str | Path, weights: list[flo
             raise ValueError(f"{p}: its alignment template differs from {paths[0]}'s (the crops would differ)")
 
     protos = [onnx.load(str(p)) for p in paths]
-    opset = max(next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) for m in protos)
-    protos = [version_converter.convert_version(m, opset) if next(
-        o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) != opset else m for m in protos]
+    opsets = [next(o.version for o in m.opset_import if o.domain in ("", "ai.onnx")) for m in protos]
+    protos = [m if v == max(opsets) else version_converter.convert_version(m, max(opsets))
+              for m, v in zip(protos, opsets)]
     parts = [_member_graph(m, f"m{i}_", INPUT_NAME) for i, m in enumerate(protos)]
     nodes, inits, value_info = [], [], []
     scaled = []
@@ -144,19 +141,18 @@ def _val_metrics(model: Path, members: list[Path], data: Path, labels: tuple[str
     """``{"val": metrics}`` of the ensemble on the dataset's selection split, with each member's accuracy."""
     from fer_pipeline.calibration import calibration_metrics
     from fer_pipeline.classify import EmotionModel
-    from fer_pipeline.training.data import detect_layout, load_split
+    from fer_pipeline.training.data import CARD_SPLITS, detect_layout, load_split_for_model
     from fer_pipeline.training.evaluate import classification_metrics
 
     layout = detect_layout(data)
-    if layout not in _VAL_SPLIT:
+    if layout not in CARD_SPLITS:
         raise ValueError(f"{data}: not a FER2013 or FER+ dataset")
-    d = load_split(data, _VAL_SPLIT[layout], ferplus_classes=len(labels) if len(labels) in (7, 8) else 7)
-    if tuple(d.label_names) != tuple(labels):
-        raise ValueError(f"dataset labels {d.label_names} differ from the models' {labels}")
+    split = CARD_SPLITS[layout]["val"]
+    d = load_split_for_model(data, split, labels)
     p = EmotionModel(model, batch_size=256).predict(d.images)
     m = classification_metrics(d.labels, p.argmax(1), labels)
     c = calibration_metrics(p, d.labels)
-    m.update(ece=c["ece"], nll=c["nll"], split=f"{layout} {_VAL_SPLIT[layout]}")
+    m.update(ece=c["ece"], nll=c["nll"], split=f"{layout} {split}")
     m["members_accuracy"] = {str(x): float((EmotionModel(x, batch_size=256).predict(d.images).argmax(1)
                                             == d.labels).mean()) for x in members}
     return {"val": m}
