@@ -62,6 +62,9 @@ def test_recipe_smoke_runs_and_writes_nothing(recipe, tmp_path):
         # the stage-1 model it warm-starts from is a training output (runs/), absent in a fresh clone: the shipped
         # model has the same backbone and labels (fer_pipeline.training.warmstart reads it)
         args += ["--set", f"init_from={MODEL.relative_to(REPO)}"]
+    if cfg.data.soft_targets == "teacher" and not Path(cfg.data.soft_source).is_file():
+        # the teacher (an ensemble of trained members) is a training output too: the shipped model stands in
+        args += ["--set", f"data.soft_source={MODEL.relative_to(REPO)}"]
     models_before = _snapshot(REPO / "models")
     r = _run_cli(*args)
     assert r.exit_code == 0, r.output
@@ -81,6 +84,13 @@ def test_smoke_names_a_missing_warm_start(tmp_path):
                  "--set", f"init_from={tmp_path / 'missing.onnx'}")
     assert r.exit_code == 2
     assert "init_from not found" in r.output and "missing.onnx" in r.output
+
+
+def test_smoke_names_a_missing_teacher(tmp_path):
+    r = _run_cli("train", "--config", "configs/train/fer2013_vgg_distill.yaml", "--smoke",
+                 "--set", f"data.soft_source={tmp_path / 'teacher.onnx'}")
+    assert r.exit_code == 2
+    assert "soft_source not found" in r.output and "teacher.onnx" in r.output
 
 
 def _documented_parameters(fn) -> int:

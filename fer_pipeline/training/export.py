@@ -182,6 +182,9 @@ def export_onnx(module, cfg, metrics: dict, path: Path, tta: bool = False, opset
         "init_from": None if cfg.init_from is None else {
             "path": str(cfg.init_from),
             "sha256": sha256_file(cfg.init_from) if Path(cfg.init_from).is_file() else None},
+        "soft_targets": None if cfg.data.soft_targets == "none" else {
+            "kind": cfg.data.soft_targets, "weight": cfg.data.soft_weight, "path": str(cfg.data.soft_source),
+            "sha256": sha256_file(cfg.data.soft_source) if Path(cfg.data.soft_source).is_file() else None},
         "metrics": metrics,
         "onnx_metrics": onnx_metrics,
         "quantization": quant,

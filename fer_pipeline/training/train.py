@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,27 @@ class DataConfig(BaseModel):
     path: Path = Path("../shared/data/fer2013.zip")
     ferplus_classes: Literal[7, 8] = 7
     soft_labels: bool = False
+    soft_targets: Literal["none", "ferplus", "teacher"] = Field(
+        "none", description="train on (1 - soft_weight) * one-hot label + soft_weight * a label distribution per "
+        "image: FER+ vote distributions of the FER2013 images, matched by pixels (ferplus; FER2013 only) or a "
+        "teacher model's probabilities (teacher: knowledge distillation); fer_pipeline.training.soft_targets")
+    soft_source: Path | None = Field(None, description="ferplus.zip for soft_targets: ferplus, the teacher .onnx "
+                                     "for soft_targets: teacher")
+    soft_weight: float = Field(0.5, ge=0, le=1, description="weight of the distribution in the soft target")
     limit: int | None = Field(None, description="use only the first N training images (smoke tests)")
+
+    @model_validator(mode="after")
+    def _soft_source_given(self) -> "DataConfig":
+        if self.soft_targets != "none" and self.soft_source is None:
+            raise ValueError(f"soft_targets: {self.soft_targets} needs soft_source (ferplus.zip or a teacher .onnx)")
+        if self.soft_targets == "ferplus" and self.dataset != "fer2013":
+            raise ValueError("soft_targets: ferplus is for the FER2013 dataset (FER+ has its own votes: soft_labels)")
+        return self
+
+    @property
+    def uses_soft(self) -> bool:
+        """Whether training reads the soft targets (vote distributions or mixed targets) instead of labels."""
+        return self.soft_labels or self.soft_targets != "none"
 
 
 class ModelConfig(BaseModel):
@@ -130,6 +150,12 @@ def load_splits(cfg: DataConfig):
         n = np.random.default_rng(0).permutation(len(tr))[: cfg.limit]  # a random subset: files are class-sorted
         tr = ImageSet(tr.images[n], tr.labels[n], tr.label_names, None if tr.soft is None else tr.soft[n],
                       None if tr.names is None else tr.names[n])
+    if cfg.soft_targets != "none":
+        from fer_pipeline.training import soft_targets as st
+
+        dist = (st.ferplus_distributions(tr, cfg.soft_source, "train") if cfg.soft_targets == "ferplus"
+                else st.teacher_distributions(tr, cfg.soft_source))
+        tr = st.mix_targets(tr, dist, cfg.soft_weight)
     return tr, va, te
 
 
@@ -154,10 +180,15 @@ SMOKE_BATCH_SIZE = 16
 """Largest batch of a ``--smoke`` run (the recipe's, if smaller)."""
 
 
-def _check_init_from(cfg: TrainConfig) -> None:
+def _check_inputs(cfg: TrainConfig) -> None:
     if cfg.init_from and not Path(cfg.init_from).is_file():
         raise FileNotFoundError(f"init_from not found: {cfg.init_from} (the recipe warm-starts from a model that an "
                                 "earlier recipe exports, e.g. configs/train/fer2013_vgg.yaml)")
+    src = cfg.data.soft_source
+    if cfg.data.soft_targets != "none" and not Path(src).exists():
+        hint = ("the teacher is a model trained and exported first (an ensemble: python -m "
+                "fer_pipeline.training.ensemble)" if cfg.data.soft_targets == "teacher" else "the FER+ dataset")
+        raise FileNotFoundError(f"soft_source not found: {src} ({hint})")
 
 
 def _build_module(cfg: TrainConfig, tr):
@@ -222,7 +253,7 @@ def smoke(cfg: TrainConfig) -> dict:
     from fer_pipeline.training.module import FERDataModule
 
     t0 = time.time()
-    _check_init_from(cfg)
+    _check_inputs(cfg)
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     bs = min(cfg.optim.batch_size, SMOKE_BATCH_SIZE)
@@ -232,7 +263,7 @@ def smoke(cfg: TrainConfig) -> dict:
 
     tr = oversample(tr, cfg.imbalance.oversample, cfg.seed)
     backbone, module = _build_module(cfg, tr)
-    dm = FERDataModule(tr, va, bs, cfg.imbalance.sampler, cfg.data.soft_labels, cfg.seed, val_batch_size=bs)
+    dm = FERDataModule(tr, va, bs, cfg.imbalance.sampler, cfg.data.uses_soft, cfg.seed, val_batch_size=bs)
     callbacks = [CPUBudget(cfg.optim.budget_cpu_min)] if cfg.optim.budget_cpu_min else []
     quiet = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]  # fast_dev_run notices
     levels = [q.level for q in quiet]
@@ -283,7 +314,7 @@ def train(cfg: TrainConfig) -> dict:
     from fer_pipeline.training.evaluate import evaluate_module
     from fer_pipeline.training.module import EmotionClassifier, FERDataModule
 
-    _check_init_from(cfg)
+    _check_inputs(cfg)
     torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.out_dir)
@@ -297,7 +328,7 @@ def train(cfg: TrainConfig) -> dict:
     backbone, module = _build_module(cfg, tr)
     logger.info("%s: %d parameters, train %d, val %d, test %d", cfg.model.backbone, count_parameters(backbone),
                 len(tr), len(va), len(te))
-    dm = FERDataModule(tr, va, cfg.optim.batch_size, cfg.imbalance.sampler, cfg.data.soft_labels, cfg.seed)
+    dm = FERDataModule(tr, va, cfg.optim.batch_size, cfg.imbalance.sampler, cfg.data.uses_soft, cfg.seed)
     ckpt = ModelCheckpoint(dirpath=out, filename="best", monitor="val_acc", mode="max", save_last=True)
     budget = CPUBudget(cfg.optim.budget_cpu_min) if cfg.optim.budget_cpu_min else None
     trainer = L.Trainer(max_epochs=cfg.optim.epochs, accelerator="cpu",
