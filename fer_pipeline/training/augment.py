@@ -1,12 +1,14 @@
 """Batched data augmentation on tensors, so a 2-core CPU spends its time in the network, not in per-image Python.
 
-All functions take and return ``(B, 1, H, W) float32`` image batches and draw their randomness from ``generator``.
+All functions take and return ``(B, 1, H, W) float32`` image batches and draw their randomness from ``generator``;
+:func:`mix_batch` mixes the targets too.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -57,3 +59,54 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator | None = None, fli
     if erasing_p > 0:
         x = random_erasing(x, generator, erasing_p, erasing_size)
     return x
+
+
+def mix_batch(x: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None,
+              mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, p: float = 1.0
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """MixUp (Zhang et al., ICLR 2018) or CutMix (Yun et al., ICCV 2019) of a batch with the batch reversed.
+
+    With probability ``p`` the batch is mixed: with both alphas set, MixUp or CutMix at even odds. MixUp blends
+    ``lam * x + (1 - lam) * x_reversed`` with ``lam ~ Beta(mixup_alpha, mixup_alpha)``; CutMix pastes a box of
+    area ``(1 - lam)`` of the image (``lam ~ Beta(cutmix_alpha, cutmix_alpha)``, box clipped at the border, ``lam``
+    then set to the area actually kept) from the reversed batch. The targets are mixed with the same ``lam``.
+
+    Written here rather than taken from torchvision (``transforms.v2.MixUp`` / ``CutMix``) because those take integer
+    labels only, while this project's targets may already be distributions (FER+ votes, a teacher's probabilities:
+    :mod:`fer_pipeline.training.soft_targets`), and to draw from the training run's own ``generator``.
+
+    Args:
+        x: ``(B, 1, H, W) float32`` images.
+        target: ``(B, C) float32`` target distributions (rows summing to 1).
+        generator: randomness source.
+        mixup_alpha, cutmix_alpha: Beta parameters (0 turns the method off; typical 0.2-1.0).
+        p: probability that a batch is mixed at all.
+
+    Returns:
+        ``(x, target)`` mixed (the inputs themselves when the batch is not mixed); mixed targets still sum to 1.
+
+    Raises:
+        ValueError: ``target`` is not ``(B, C)`` floating point.
+    """
+    if target.ndim != 2 or not target.dtype.is_floating_point or target.shape[0] != x.shape[0]:
+        raise ValueError(f"target must be (B, C) float, got {tuple(target.shape)} {target.dtype}")
+    if (mixup_alpha <= 0 and cutmix_alpha <= 0) or torch.rand(1, generator=generator).item() >= p:
+        return x, target
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(1, generator=generator).item() < 0.5)
+    alpha = cutmix_alpha if use_cutmix else mixup_alpha
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item())
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    other = x.flip(0)
+    if use_cutmix:
+        h, w = x.shape[-2:]
+        ch, cw = int(round(h * math.sqrt(1 - lam))), int(round(w * math.sqrt(1 - lam)))
+        cy = int(torch.randint(0, h, (1,), generator=generator).item())
+        cx = int(torch.randint(0, w, (1,), generator=generator).item())
+        y0, y1 = max(cy - ch // 2, 0), min(cy + (ch - ch // 2), h)
+        x0, x1 = max(cx - cw // 2, 0), min(cx + (cw - cw // 2), w)
+        x = x.clone()
+        x[..., y0:y1, x0:x1] = other[..., y0:y1, x0:x1]
+        lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
+    else:
+        x = lam * x + (1 - lam) * other
+    return x, lam * target + (1 - lam) * target.flip(0)

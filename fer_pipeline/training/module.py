@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
-from fer_pipeline.training.augment import augment_batch
+from fer_pipeline.training.augment import augment_batch, mix_batch
 from fer_pipeline.training.data import ImageSet
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,8 @@ def schedule_at(schedule: str, progress: float) -> tuple[float, float | None]:
 
 @dataclass
 class AugmentConfig:
-    """Switches of :func:`fer_pipeline.training.augment.augment_batch` (0 / False turns a transform off)."""
+    """Switches of :func:`fer_pipeline.training.augment.augment_batch` and of
+    :func:`~fer_pipeline.training.augment.mix_batch` (MixUp / CutMix; 0 / False turns a transform off)."""
 
     flip: bool = True
     max_rotate_deg: float = 10.0
@@ -73,6 +74,9 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.9, 1.1)
     erasing_p: float = 0.5
     erasing_size: int = 12
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mix_p: float = 1.0
 
 
 def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
@@ -220,9 +224,13 @@ class EmotionClassifier(L.LightningModule):
         a = self.augment
         x = augment_batch(self.normalise(x), self._gen, a.flip, a.max_rotate_deg, a.max_shift, tuple(a.scale),
                           a.erasing_p, a.erasing_size).contiguous(memory_format=torch.channels_last)
+        if a.mixup_alpha > 0 or a.cutmix_alpha > 0:
+            if not y.dtype.is_floating_point:
+                y = F.one_hot(y, len(self.labels)).float()
+            x, y = mix_batch(x, y, self._gen, a.mixup_alpha, a.cutmix_alpha, a.mix_p)
         logits = self(x).float()
         hp = self.hparams
-        if y.dtype.is_floating_point:  # soft labels (FER+ vote distribution)
+        if y.dtype.is_floating_point:  # soft targets (FER+ votes, a teacher's probabilities, mixed batches)
             target = y * (1 - hp.label_smoothing) + hp.label_smoothing / y.shape[1]
             loss = -(target * F.log_softmax(logits, 1) * self.loss_weights).sum(1).mean()
         else:

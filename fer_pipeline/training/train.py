@@ -91,6 +91,10 @@ class AugmentSettings(BaseModel):
     scale: tuple[float, float] = (0.9, 1.1)
     erasing_p: float = 0.5
     erasing_size: int = 12
+    mixup_alpha: float = Field(0.0, ge=0, description="MixUp Beta(a, a) parameter, 0 = off (Zhang et al. 2018)")
+    cutmix_alpha: float = Field(0.0, ge=0, description="CutMix Beta(a, a) parameter, 0 = off (Yun et al. 2019); "
+                                "with both set, each mixed batch uses one of the two at even odds")
+    mix_p: float = Field(1.0, ge=0, le=1, description="probability that a training batch is mixed")
 
 
 class TrainConfig(BaseModel):
