@@ -222,3 +222,45 @@ def test_cpu_budget_rejects_a_non_positive_budget():
         CPUBudget(0)
     with pytest.raises(ValidationError):
         TrainConfig.from_yaml("configs/train/fer2013_vgg.yaml", {"optim.budget_cpu_min": -1})
+
+
+def test_shared_representation_ensemble_branches_and_export(tmp_path):
+    """ESR (esr_vgg): in training mode one set of logits per branch, in eval mode the log of the branches' mean
+    probability (so its softmax is the ensemble average), and the export is an ordinary emotion model whose
+    probabilities on real faces match torch's."""
+    import torch
+
+    from fer_pipeline.classify import EmotionModel
+    from fer_pipeline.training.backbones import build_backbone, count_parameters
+    from fer_pipeline.training.data import FER2013_LABELS, load_fer2013
+    from fer_pipeline.training.export import export_onnx
+    from fer_pipeline.training.module import EmotionClassifier
+    from fer_pipeline.training.train import TrainConfig
+
+    cfg = TrainConfig.from_yaml(REPO / "configs" / "train" / "fer2013_esr.yaml")
+    torch.manual_seed(0)
+    bb = build_backbone("esr_vgg", num_classes=7, **cfg.model.kwargs)
+    single = build_backbone("vgg", num_classes=7, widths=[32, 64, 128, 256])
+    trunk = count_parameters(bb.trunk)
+    assert count_parameters(bb) == trunk + 4 * (count_parameters(single) - trunk)  # 4 branches of the later stages
+    faces = load_fer2013(SHARED / "fer2013.zip", "public-test").images[:32]
+    module = EmotionClassifier(bb, FER2013_LABELS, 0.5, 0.25)
+    x = module.normalise(torch.from_numpy(faces)[:, None])
+    with torch.no_grad():
+        bb.train()(x)  # BatchNorm statistics of real faces
+        branch_logits = bb.train()(x)
+        assert branch_logits.shape == (32, 4, 7)
+        bb.eval()
+        per_branch = torch.stack([torch.softmax(b(bb.trunk(x)), 1) for b in bb.branches], 1)
+        np.testing.assert_allclose(torch.softmax(bb(x), 1).numpy(), per_branch.mean(1).numpy(), atol=1e-5)
+        # the branches are different networks: their probabilities differ
+        assert float((per_branch[:, 0] - per_branch[:, 1]).abs().max()) > 1e-3
+    module.eval()
+    export_onnx(module, cfg, {}, tmp_path / "esr.onnx", tta=True)
+    p_onnx = EmotionModel(tmp_path / "esr.onnx", threads=1).predict(faces)
+    with torch.inference_mode():
+        p_torch = module.predict_proba(torch.from_numpy(faces)[:, None], tta=True).numpy()
+    np.testing.assert_allclose(p_onnx.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(p_onnx, p_torch, atol=1e-4)
+    with pytest.raises(ValueError):
+        build_backbone("esr_vgg", shared_stages=4)

@@ -156,7 +156,9 @@ class EmotionClassifier(L.LightningModule):
     Optimiser: SGD with Nesterov momentum and, by ``schedule``, a OneCycle learning-rate schedule (Smith & Topin 2019)
     over the whole run, a cosine decay from ``lr`` to 0, or a constant ``lr`` (fine-tuning with weight averaging,
     as in SWA, Izmailov et al. 2018); loss: cross-entropy with label smoothing and optional class weights, or soft
-    cross-entropy on vote distributions when the targets are ``(B,C)`` floats.
+    cross-entropy on vote distributions when the targets are ``(B,C)`` floats; a backbone whose training output is
+    ``(B, K, C)`` (the branches of :func:`~fer_pipeline.training.backbones.esr_vgg`) gets the sum of one loss per
+    branch.
 
     With ``budget_schedule`` the optimiser gets no step-driven scheduler: the learning rate (and OneCycle's momentum)
     follow :func:`schedule_at` of the fraction of the run done, which a
@@ -229,14 +231,19 @@ class EmotionClassifier(L.LightningModule):
                 y = F.one_hot(y, len(self.labels)).float()
             x, y = mix_batch(x, y, self._gen, a.mixup_alpha, a.cutmix_alpha, a.mix_p)
         logits = self(x).float()
+        if logits.ndim == 3:  # (B, K, C): the branches of a shared-representation ensemble, one loss each
+            loss = sum(self._loss(logits[:, k], y) for k in range(logits.shape[1]))
+        else:
+            loss = self._loss(logits, y)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         hp = self.hparams
         if y.dtype.is_floating_point:  # soft targets (FER+ votes, a teacher's probabilities, mixed batches)
             target = y * (1 - hp.label_smoothing) + hp.label_smoothing / y.shape[1]
-            loss = -(target * F.log_softmax(logits, 1) * self.loss_weights).sum(1).mean()
-        else:
-            loss = F.cross_entropy(logits, y, weight=self.loss_weights, label_smoothing=hp.label_smoothing)
-        self.log("train_loss", loss, prog_bar=True)
-        return loss
+            return -(target * F.log_softmax(logits, 1) * self.loss_weights).sum(1).mean()
+        return F.cross_entropy(logits, y, weight=self.loss_weights, label_smoothing=hp.label_smoothing)
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
