@@ -67,3 +67,23 @@ def test_members_that_disagree_are_refused(tmp_path):
     with pytest.raises(ValueError, match="weights"):
         build_ensemble([MODEL, FERPLUS], tmp_path / "e.onnx", weights=[1.0, -1.0])
     assert not (tmp_path / "e.onnx").exists()
+
+
+def test_shipped_ensemble_is_its_calibrated_members(faces):
+    """models/emotion-fer2013-ensemble.onnx: built from the files in the repo (the members' sha256 in its card are
+    theirs) and outputs their mean probability with the card's temperature applied inside the graph; calibration
+    never changes the predicted class."""
+    path = REPO / "models" / "emotion-fer2013-ensemble.onnx"
+    card = ModelSpec.load(path).card
+    members = card["ensemble"]["members"]
+    assert len(members) >= 2
+    for m in members:
+        assert sha256_file(REPO / m["file"]) == m["sha256"]
+    mean = sum(m["weight"] * EmotionModel(REPO / m["file"]).predict(faces) for m in members)
+    t = card["calibration"]["temperature"]
+    z = np.log(np.maximum(mean, 1e-12)) / t
+    expected = np.exp(z - z.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    p = EmotionModel(path).predict(faces)
+    np.testing.assert_allclose(p, expected, atol=1e-4)
+    assert (p.argmax(1) == mean.argmax(1)).all()
