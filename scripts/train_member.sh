@@ -4,8 +4,8 @@
 # exported model and its card into models/members/ (models/members/README.md).
 #
 # Usage: bash scripts/train_member.sh SEED     (about 90 min of both cores on the 2-core Xeon)
-# Resumable: re-run the same command; a stage whose exported model card exists is skipped, an interrupted one resumes from its
-# last.ckpt.
+# Resumable: re-run the same command; a stage whose exported model card exists is skipped, an interrupted one
+# resumes from its last.ckpt.
 set -euo pipefail
 seed=${1:?usage: bash scripts/train_member.sh SEED (an integer other than 0: seed 0 is the shipped model)}
 FP=${FP:-.venv/bin/fer-pipeline}

@@ -37,19 +37,25 @@ def vgg(num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256),
 
     Input ``(B, in_channels, 48, 48) float32`` (standardised), output ``(B, num_classes)`` logits.
     """
+    layers, cin = _vgg_stages(widths, convs_per_stage, 0, len(widths), in_channels)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                         nn.Linear(cin, num_classes))
+
+
+def _vgg_stages(widths, convs_per_stage, first: int, last: int, cin: int) -> tuple[list[nn.Module], int]:
+    """Layers of stages ``first..last-1`` of the :func:`vgg` layout (a max-pool before every stage but the first,
+    then its conv3x3+BN+ReLU blocks) and their output width."""
     counts = [convs_per_stage] * len(widths) if isinstance(convs_per_stage, int) else list(convs_per_stage)
     if len(counts) != len(widths):
         raise ValueError(f"convs_per_stage has {len(counts)} entries for {len(widths)} stages")
     layers: list[nn.Module] = []
-    cin = in_channels
-    for i, (w, n) in enumerate(zip(widths, counts)):
-        for _ in range(n):
-            layers.append(_conv_bn(cin, w))
-            cin = w
-        if i < len(widths) - 1:
+    for i in range(first, last):
+        if i > 0:
             layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
-                         nn.Linear(cin, num_classes))
+        for _ in range(counts[i]):
+            layers.append(_conv_bn(cin, widths[i]))
+            cin = widths[i]
+    return layers, cin
 
 
 class SharedRepresentationEnsemble(nn.Module):
@@ -77,7 +83,7 @@ class SharedRepresentationEnsemble(nn.Module):
 
 @register("esr_vgg")
 def esr_vgg(num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256), shared_stages: int = 2,
-            branches: int = 4, convs_per_stage: int = 2, dropout: float = 0.3,
+            branches: int = 4, convs_per_stage: int | tuple[int, ...] = 2, dropout: float = 0.3,
             in_channels: int = 1) -> SharedRepresentationEnsemble:
     """:class:`SharedRepresentationEnsemble` over the :func:`vgg` layout: the first ``shared_stages`` stages shared,
     the remaining stages, pool, dropout and linear head repeated in ``branches`` branches.
@@ -95,20 +101,10 @@ def esr_vgg(num_classes: int = 7, widths: tuple[int, ...] = (32, 64, 128, 256), 
     if not 1 <= shared_stages < len(widths) or branches < 1:
         raise ValueError(f"need 1 <= shared_stages < {len(widths)} and branches >= 1, got {shared_stages}, {branches}")
 
-    def stages(first: int, last: int, cin: int) -> tuple[list[nn.Module], int]:
-        layers: list[nn.Module] = []
-        for i in range(first, last):
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
-            for _ in range(convs_per_stage):
-                layers.append(_conv_bn(cin, widths[i]))
-                cin = widths[i]
-        return layers, cin
-
-    trunk, cin = stages(0, shared_stages, in_channels)
+    trunk, cin = _vgg_stages(widths, convs_per_stage, 0, shared_stages, in_channels)
     heads = []
     for _ in range(branches):
-        layers, cout = stages(shared_stages, len(widths), cin)
+        layers, cout = _vgg_stages(widths, convs_per_stage, shared_stages, len(widths), cin)
         heads.append(nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                    nn.Linear(cout, num_classes)))
     return SharedRepresentationEnsemble(nn.Sequential(*trunk), heads)

@@ -154,13 +154,19 @@ def load_splits(cfg: DataConfig):
         n = np.random.default_rng(0).permutation(len(tr))[: cfg.limit]  # a random subset: files are class-sorted
         tr = ImageSet(tr.images[n], tr.labels[n], tr.label_names, None if tr.soft is None else tr.soft[n],
                       None if tr.names is None else tr.names[n])
-    if cfg.soft_targets != "none":
-        from fer_pipeline.training import soft_targets as st
-
-        dist = (st.ferplus_distributions(tr, cfg.soft_source, "train") if cfg.soft_targets == "ferplus"
-                else st.teacher_distributions(tr, cfg.soft_source))
-        tr = st.mix_targets(tr, dist, cfg.soft_weight)
     return tr, va, te
+
+
+def with_soft_targets(tr, cfg: DataConfig):
+    """The training split with the recipe's soft targets mixed in (``cfg.soft_targets``; unchanged when "none").
+    Applied after any subsetting, so a ``--smoke`` run matches or scores only its few images."""
+    if cfg.soft_targets == "none":
+        return tr
+    from fer_pipeline.training import soft_targets as st
+
+    dist = (st.ferplus_distributions(tr, cfg.soft_source, "train") if cfg.soft_targets == "ferplus"
+            else st.teacher_distributions(tr, cfg.soft_source))
+    return st.mix_targets(tr, dist, cfg.soft_weight)
 
 
 def resolve_precision(precision: str, cpuinfo: str | None = None) -> str:
@@ -263,6 +269,7 @@ def smoke(cfg: TrainConfig) -> dict:
     bs = min(cfg.optim.batch_size, SMOKE_BATCH_SIZE)
     tr, va, _ = load_splits(cfg.data)
     tr, va = _subset(tr, 4 * bs, cfg.seed), _subset(va, SMOKE_BATCHES * bs, cfg.seed)
+    tr = with_soft_targets(tr, cfg.data)
     from fer_pipeline.training.oversample import oversample
 
     tr = oversample(tr, cfg.imbalance.oversample, cfg.seed)
@@ -326,6 +333,7 @@ def train(cfg: TrainConfig) -> dict:
     (out / "config.yaml").write_text(yaml.safe_dump(json.loads(cfg.model_dump_json())))
 
     tr, va, te = load_splits(cfg.data)
+    tr = with_soft_targets(tr, cfg.data)
     from fer_pipeline.training.oversample import oversample
 
     tr = oversample(tr, cfg.imbalance.oversample, cfg.seed)
