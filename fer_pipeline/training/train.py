@@ -159,7 +159,13 @@ def load_splits(cfg: DataConfig):
 
 def with_soft_targets(tr, cfg: DataConfig):
     """The training split with the recipe's soft targets mixed in (``cfg.soft_targets``; unchanged when "none").
-    Applied after any subsetting, so a ``--smoke`` run matches or scores only its few images."""
+    Applied after any subsetting, so a ``--smoke`` run matches or scores only its few images.
+
+    Raises:
+        ValueError, fer_pipeline.classify.ModelError: see
+            :func:`~fer_pipeline.training.soft_targets.ferplus_distributions` and
+            :func:`~fer_pipeline.training.soft_targets.teacher_distributions`.
+    """
     if cfg.soft_targets == "none":
         return tr
     from fer_pipeline.training import soft_targets as st
