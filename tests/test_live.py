@@ -274,3 +274,29 @@ def test_dropped_connection_is_reopened_and_the_gap_recorded(tmp_path):
     jumps = np.diff(seen)
     assert jumps.max() >= 2  # a second without frames between the two connections
     assert seen.min() <= 2 and seen.max() >= 7  # faces before and after the gap
+
+
+def test_stream_end_covers_every_second_its_last_sample_reaches():
+    """A stream stopped with its last 5 Hz sample at 7.84 s covers 7.84-8.04 s: the final window and the final
+    provisional rows run to second 8, as a batch run's ``audience`` covers ``0 .. ceil(duration_s) - 1``."""
+    from fer_pipeline.aggregate import audience, timeline
+    from fer_pipeline.config import PipelineConfig
+    from fer_pipeline.reid.online import OnlineViewers
+    from fer_pipeline.stream.rolling import Rolling
+    from fer_pipeline.track import build_tracker
+    from fer_pipeline.types import Faces
+
+    cfg = PipelineConfig()
+    labels = ("angry", "happy", "neutral")
+    rolling = Rolling(build_tracker(cfg.track), labels, cfg, OnlineViewers(None))
+    last = 7.84
+    for ts in np.arange(0.04, last + 1e-9, 1.0 / cfg.decode.sample_fps):
+        rolling.add(Faces.empty(len(labels)), float(ts))
+    assert rolling.duration_s == pytest.approx(last + 1.0 / cfg.decode.sample_fps)
+    provisional = pd.concat(rolling.provisional(final=True))
+    window = rolling.settle(final=True)
+    batch = audience(timeline(pd.DataFrame(columns=["timestamp_s"]), labels), labels, rolling.duration_s)
+    expected = list(range(math.ceil(rolling.duration_s)))
+    assert batch["second"].tolist() == expected == list(range(9))
+    assert window.audience["second"].tolist() == expected and (window.audience["viewers"] == 0).all()
+    assert provisional["second"].tolist() == expected

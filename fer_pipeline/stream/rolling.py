@@ -102,6 +102,16 @@ class Rolling:
         self.last_ts = max(self.last_ts, float(last_ts))
 
     @property
+    def duration_s(self) -> float:
+        """Stream time covered so far, seconds: the newest sample's time plus one sample period (0 before any)."""
+        return max(self.last_ts + self.period_s, 0.0)
+
+    def _end_second(self) -> int:
+        """One past the last second the stream covers: ``ceil(duration_s)``, the batch ``audience`` rule (a last
+        sample near a second's end covers the start of the next one)."""
+        return max(int(math.floor(self.last_ts)) + 1, int(math.ceil(self.duration_s - 1e-9)))
+
+    @property
     def final_ids(self) -> dict[int, int]:
         """``{tracker id: final track id}`` of every track settled so far."""
         return dict(self._final)
@@ -114,14 +124,14 @@ class Rolling:
     # -- provisional seconds --------------------------------------------------------------------------------------
     def provisional(self, final: bool = False) -> list[pd.DataFrame]:
         """Audience rows of the seconds completed since the last call (the newest sample is past their end; with
-        ``final`` also the newest, partial second: the stream has ended), from the faces as tracked so far (each
-        track a viewer; none filtered yet). One-row DataFrames with the ``audience`` columns; the settled rows
+        ``final`` every second up to ``ceil(duration_s)``: the stream has ended), from the faces as tracked so far
+        (each track a viewer; none filtered yet). One-row DataFrames with the ``audience`` columns; the settled rows
         written later may differ (short tracks dropped, viewers joined)."""
         from fer_pipeline.aggregate import audience, timeline
 
         if self.last_ts == -math.inf:
             return []
-        done = int(math.floor(self.last_ts)) + (1 if final else 0)
+        done = self._end_second() if final else int(math.floor(self.last_ts))
         if done <= self._provisional_until:
             return []
         faces = Faces.concat(self._pending, len(self.labels)) if self._pending else Faces.empty(len(self.labels))
@@ -142,7 +152,8 @@ class Rolling:
     # -- settling -------------------------------------------------------------------------------------------------
     def settle(self, final: bool = False) -> Window | None:
         """Settle the seconds that can be settled now: up to ``floor(newest - lag_s)``, or with ``final`` every
-        second up to the newest sample's (the session's end: nothing more will come).
+        second the stream covers, ``0 .. ceil(duration_s) - 1`` as in the batch ``audience`` (the session's end:
+        nothing more will come).
 
         Returns:
             The new :class:`Window`, or None when no whole second became settled.
@@ -151,7 +162,7 @@ class Rolling:
 
         if self.last_ts == -math.inf:
             return None
-        end = int(math.floor(self.last_ts)) + 1 if final else int(math.floor(self.last_ts - self.lag_s))
+        end = self._end_second() if final else int(math.floor(self.last_ts - self.lag_s))
         if end <= self.settled_until:
             return None
         faces = Faces.concat(self._pending, len(self.labels)) if self._pending else Faces.empty(len(self.labels))

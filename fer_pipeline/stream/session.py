@@ -240,9 +240,8 @@ class LiveSession:
     def _update_row(self, rolling: Rolling, final: bool) -> None:
         src = self.source
         lat = np.frombuffer(self.latencies, np.float32) if len(self.latencies) else None
-        period = 1.0 / self.cfg.decode.sample_fps
         self.row.update(
-            status="ok" if final else "live", duration_s=max(rolling.last_ts + period, 0.0), fps=src.fps,
+            status="ok" if final else "live", duration_s=rolling.duration_s, fps=src.fps,
             width=src.width, height=src.height, frames_sampled=self.samples, faces_detected=rolling.faces_written,
             tracks=rolling.tracks, viewers=rolling.viewers.n_viewers, processing_s=time.perf_counter() - self._t0,
             latency_p50_s=float(np.percentile(lat, 50)) if lat is not None else float("nan"),
